@@ -1,0 +1,182 @@
+//! berth-backend: the ports berth's core is driven through.
+//!
+//! - [`Backend`]: the containerd calls the core emits ([`berth_core::Call`]), one async method
+//!   each, plus [`Backend::list`] for recovery. Every failure is a plain-data
+//!   [`BackendError`] with a kind; each implementation maps its native errors into it in
+//!   exactly one function.
+//! - [`CheckpointStore`]: durable per-container status checkpoints.
+//!
+//! Implementations: `berth-containerd` (real containerd over gRPC, checkpoints on the local
+//! file system) and `berth-simbackend` (a simulated containerd with fault injection).
+
+use async_trait::async_trait;
+
+pub use berth_core::{
+    BackendError, BackendErrorKind, Call, CallResult, ContainerId, ContainerMeta, ExitStatus,
+    SandboxMeta, Status, Target, TaskState,
+};
+
+/// A containerd container record carrying berth's label, as listed at recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<M> {
+    /// The containerd id (not validated: a record with a bad id is reported, not trusted).
+    pub id: String,
+    /// When containerd created the record (unix ns; 0 if unknown).
+    pub created_at: i64,
+    /// berth's metadata, or why it could not be read (such a record is skipped by recovery
+    /// but its directories are kept).
+    pub meta: Result<M, String>,
+}
+
+/// Every berth-labelled record in containerd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Pause containers of sandboxes.
+    pub sandboxes: Vec<Listed<SandboxMeta>>,
+    /// CRI containers.
+    pub containers: Vec<Listed<ContainerMeta>>,
+}
+
+/// The containerd operations berth needs. Every method but [`Backend::wait_task`] must
+/// return within a deadline (the implementation's or the caller's).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Creates the container record (rootfs snapshot, OCI spec, labels, metadata extension).
+    /// AlreadyExists if the id is taken.
+    async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError>;
+    /// Creates a sandbox's pause container record.
+    async fn create_sandbox(&self, meta: &SandboxMeta) -> Result<(), BackendError>;
+    /// Deletes a container record and its snapshot. NotFound if absent. Callers delete the
+    /// task first: deleting a record whose task lives orphans the task.
+    async fn delete_container(&self, target: &Target) -> Result<(), BackendError>;
+    /// Creates the task; returns the pid of `runc init`.
+    async fn create_task(&self, target: &Target) -> Result<u32, BackendError>;
+    /// Starts a created task; returns its pid.
+    async fn start_task(&self, target: &Target) -> Result<u32, BackendError>;
+    /// Waits for the task's exit. A stream broken by a containerd restart or a lost
+    /// connection is `Unavailable`, never an exit.
+    async fn wait_task(&self, target: &Target) -> Result<ExitStatus, BackendError>;
+    /// Signals the task's init process.
+    async fn kill_task(&self, target: &Target, signal: i32) -> Result<(), BackendError>;
+    /// Deletes the task (with `kill`: SIGKILL and wait for the exit first). NotFound if
+    /// there is none.
+    async fn delete_task(&self, target: &Target, kill: bool) -> Result<(), BackendError>;
+    /// Observes the task; a missing task is `Ok(TaskState::NotFound)`.
+    async fn task_status(&self, target: &Target) -> Result<TaskState, BackendError>;
+    /// Lists every record carrying berth's label.
+    async fn list(&self) -> Result<Listing, BackendError>;
+}
+
+/// Runs one [`Call`] on a backend and shapes its result for the core.
+pub async fn run_call<B: Backend + ?Sized>(
+    backend: &B,
+    call: &Call,
+) -> Result<CallResult, BackendError> {
+    Ok(match call {
+        Call::CreateContainer(meta) => {
+            backend.create_container(meta).await?;
+            CallResult::Done
+        }
+        Call::CreateSandbox(meta) => {
+            backend.create_sandbox(meta).await?;
+            CallResult::Done
+        }
+        Call::DeleteContainer(t) => {
+            backend.delete_container(t).await?;
+            CallResult::Done
+        }
+        Call::CreateTask(t) => CallResult::Pid(backend.create_task(t).await?),
+        Call::StartTask(t) => CallResult::Pid(backend.start_task(t).await?),
+        Call::WaitTask(t) => CallResult::Exited(backend.wait_task(t).await?),
+        Call::KillTask { target, signal } => {
+            backend.kill_task(target, *signal).await?;
+            CallResult::Done
+        }
+        Call::DeleteTask { target, kill } => {
+            backend.delete_task(target, *kill).await?;
+            CallResult::Done
+        }
+        Call::TaskStatus(t) => CallResult::Task(backend.task_status(t).await?),
+    })
+}
+
+/// The kind of a checkpoint storage failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreErrorKind {
+    /// The file system is full (ENOSPC, EDQUOT).
+    NoSpace,
+    /// The file system is read-only (EROFS).
+    ReadOnly,
+    /// fsync failed: the data may not be durable.
+    Sync,
+    /// Any other I/O error.
+    Io,
+}
+
+impl std::fmt::Display for StoreErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreErrorKind::NoSpace => "no space left on device",
+            StoreErrorKind::ReadOnly => "read-only file system",
+            StoreErrorKind::Sync => "fsync failed",
+            StoreErrorKind::Io => "I/O error",
+        })
+    }
+}
+
+/// A checkpoint storage failure, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {path}: {kind}: {message}")]
+pub struct StoreError {
+    /// What failed.
+    pub kind: StoreErrorKind,
+    /// The operation ("write", "delete", "list", "sync").
+    pub what: &'static str,
+    /// The file or directory involved.
+    pub path: String,
+    /// The OS's words.
+    pub message: String,
+}
+
+/// Why a checkpoint could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// There is no checkpoint for this container.
+    #[error("container {id}: no checkpoint")]
+    Missing {
+        /// The container.
+        id: ContainerId,
+    },
+    /// The file exists but does not decode (empty, torn, garbage, unknown version).
+    #[error("container {id}: {error}")]
+    Corrupt {
+        /// The container.
+        id: ContainerId,
+        /// Why it does not decode.
+        error: berth_core::CheckpointError,
+    },
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] StoreError),
+}
+
+/// Durable per-container status checkpoints.
+///
+/// Contract: after `write` returns Ok the record survives a crash or power loss; a crash
+/// during `write` leaves either the old or the new record, never a torn one; a failed
+/// `write` leaves the old record and no temporary file.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// Durably replaces the container's checkpoint.
+    async fn write(&self, id: &ContainerId, status: &Status) -> Result<(), StoreError>;
+    /// Deletes the checkpoint and the container's directory; Ok if already gone.
+    async fn delete(&self, id: &ContainerId) -> Result<(), StoreError>;
+    /// Loads and decodes a checkpoint.
+    async fn load(&self, id: &ContainerId) -> Result<Status, LoadError>;
+    /// Names of every container directory (not validated: the orphan sweep needs them all).
+    async fn list(&self) -> Result<Vec<String>, StoreError>;
+    /// Removes an orphan directory by name; refuses names that are not valid ids.
+    async fn remove_orphan(&self, name: &str) -> Result<(), StoreError>;
+    /// Makes everything written so far durable (called before recovery reads anything).
+    async fn sync(&self) -> Result<(), StoreError>;
+}

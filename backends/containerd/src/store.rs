@@ -1,0 +1,1 @@
+//! File-system checkpoint store (being written).

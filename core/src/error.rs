@@ -1,0 +1,158 @@
+//! Errors the core returns to CRI callers. Every message names the ids involved and reads as
+//! a log line; [`CommandError::code`] says how the daemon maps it to a gRPC status.
+
+use crate::ids::{ContainerId, IdError, SandboxId};
+use crate::io::{BackendError, PersistError};
+use crate::registry::NameError;
+use crate::status::ContainerState;
+
+/// How an error maps onto a gRPC status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Bad request.
+    InvalidArgument,
+    /// The object does not exist.
+    NotFound,
+    /// The id or name is taken.
+    AlreadyExists,
+    /// The object is in the wrong state for the request.
+    FailedPrecondition,
+    /// The backend or the disk failed.
+    Internal,
+    /// Try again later.
+    Unavailable,
+}
+
+/// A state that forbids an operation, named as containerd names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Guard {
+    /// A StartContainer is in flight.
+    Starting,
+    /// A RemoveContainer (or RemovePodSandbox) is in flight.
+    Removing,
+    /// Recovery is still cleaning the container's task up.
+    Recovering,
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Guard::Starting => "starting",
+            Guard::Removing => "removing",
+            Guard::Recovering => "recovering",
+        })
+    }
+}
+
+/// Why a CRI command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// A request field is missing or malformed.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The CRI field, e.g. `config.metadata.name`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An id is malformed.
+    #[error(transparent)]
+    InvalidId(#[from] IdError),
+    /// No such sandbox.
+    #[error("sandbox {id}: not found")]
+    SandboxNotFound {
+        /// The sandbox asked for.
+        id: SandboxId,
+    },
+    /// No such container.
+    #[error("container {id}: not found")]
+    ContainerNotFound {
+        /// The container asked for.
+        id: ContainerId,
+    },
+    /// The id is already used by another object.
+    #[error("id {id} is already in use")]
+    IdInUse {
+        /// The id.
+        id: String,
+    },
+    /// The reservation name is taken (containerd: "failed to reserve container name").
+    #[error("failed to reserve name: {0}")]
+    NameReserved(NameError),
+    /// The sandbox is not ready for new containers or for starting one.
+    #[error("sandbox {id}: not ready")]
+    SandboxNotReady {
+        /// The sandbox.
+        id: SandboxId,
+    },
+    /// The sandbox is being removed.
+    #[error("sandbox {id}: is being removed")]
+    SandboxRemoving {
+        /// The sandbox.
+        id: SandboxId,
+    },
+    /// The container's state forbids the operation (containerd: "container is in
+    /// CONTAINER_EXITED state").
+    #[error("container {id}: cannot {op} in state {state}")]
+    InvalidState {
+        /// The container.
+        id: ContainerId,
+        /// The operation ("start", "remove").
+        op: &'static str,
+        /// Its state.
+        state: ContainerState,
+    },
+    /// Another operation holds the container.
+    #[error("container {id}: cannot {op} while {guard}")]
+    Busy {
+        /// The container.
+        id: ContainerId,
+        /// The operation refused.
+        op: &'static str,
+        /// What holds it.
+        guard: Guard,
+    },
+    /// A backend call failed.
+    #[error("{op} {target}: {error}")]
+    Backend {
+        /// The CRI operation ("start container").
+        op: &'static str,
+        /// The object.
+        target: String,
+        /// The backend's error.
+        error: BackendError,
+    },
+    /// A checkpoint write failed.
+    #[error("{op}: {error}")]
+    Persist {
+        /// The CRI operation.
+        op: &'static str,
+        /// The store's error.
+        error: PersistError,
+    },
+}
+
+impl CommandError {
+    /// The gRPC code the daemon answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CommandError::InvalidArgument { .. } | CommandError::InvalidId(_) => {
+                ErrorCode::InvalidArgument
+            }
+            CommandError::SandboxNotFound { .. } | CommandError::ContainerNotFound { .. } => {
+                ErrorCode::NotFound
+            }
+            CommandError::IdInUse { .. } => ErrorCode::AlreadyExists,
+            CommandError::NameReserved(_)
+            | CommandError::SandboxNotReady { .. }
+            | CommandError::SandboxRemoving { .. }
+            | CommandError::InvalidState { .. }
+            | CommandError::Busy { .. } => ErrorCode::FailedPrecondition,
+            CommandError::Backend { error, .. } => match error.kind {
+                crate::io::BackendErrorKind::Unavailable => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
+            },
+            CommandError::Persist { .. } => ErrorCode::Internal,
+        }
+    }
+}

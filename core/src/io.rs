@@ -1,0 +1,354 @@
+//! The core's inputs and outputs: time, backend calls and their results, checkpoint writes,
+//! CRI commands and replies, events.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::CommandError;
+use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
+use crate::status::{ExitStatus, Status};
+
+/// The current time, given by the driver with every input. The core never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Wall clock, unix nanoseconds: the source of every CRI timestamp.
+    pub wall: i64,
+    /// Monotonic time since the driver's epoch: the base of every timer deadline.
+    pub mono: Duration,
+}
+
+impl Now {
+    /// A time whose wall clock is `wall_base + mono` (handy for tests and simulations).
+    pub fn at(wall_base: i64, mono: Duration) -> Now {
+        Now {
+            wall: wall_base.saturating_add(i64::try_from(mono.as_nanos()).unwrap_or(i64::MAX)),
+            mono,
+        }
+    }
+}
+
+/// The containerd object a task call is about: a CRI container, or a sandbox's pause
+/// container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// A CRI container.
+    Container(ContainerId),
+    /// A pod sandbox (its pause container).
+    Sandbox(SandboxId),
+}
+
+impl Target {
+    /// The containerd id.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Target::Container(id) => id.as_str(),
+            Target::Sandbox(id) => id.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Container(id) => write!(f, "container {id}"),
+            Target::Sandbox(id) => write!(f, "sandbox {id}"),
+        }
+    }
+}
+
+/// A backend call the core asks the driver to run. Names follow containerd's verbs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Create the containerd container record (with its rootfs snapshot) of a CRI container.
+    /// Result: [`CallResult::Done`].
+    CreateContainer(Box<ContainerMeta>),
+    /// Create the containerd container record of a sandbox's pause container.
+    /// Result: [`CallResult::Done`].
+    CreateSandbox(Box<SandboxMeta>),
+    /// Delete a containerd container record and its snapshot. NotFound means already gone.
+    /// Result: [`CallResult::Done`].
+    DeleteContainer(Target),
+    /// Create the task (shim + `runc create`), with stdout/stderr to the container's log.
+    /// Result: [`CallResult::Pid`].
+    CreateTask(Target),
+    /// Start a created task. Result: [`CallResult::Pid`].
+    StartTask(Target),
+    /// Wait for the task to exit. Long-lived: runs without a deadline. A broken stream
+    /// (containerd restarting) is an error, never an exit. Result: [`CallResult::Exited`].
+    WaitTask(Target),
+    /// Send a signal to the task's init process. Result: [`CallResult::Done`].
+    KillTask {
+        /// Whose task.
+        target: Target,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Delete the task; with `kill`, SIGKILL it first and wait for it to exit (containerd's
+    /// `WithProcessKill`). NotFound means already gone. Result: [`CallResult::Done`].
+    DeleteTask {
+        /// Whose task.
+        target: Target,
+        /// Kill a live task first.
+        kill: bool,
+    },
+    /// Observe the task. Result: [`CallResult::Task`] (NotFound is a state there, not an
+    /// error).
+    TaskStatus(Target),
+}
+
+impl Call {
+    /// The object the call is about.
+    pub fn target(&self) -> Target {
+        match self {
+            Call::CreateContainer(m) => Target::Container(m.id.clone()),
+            Call::CreateSandbox(m) => Target::Sandbox(m.id.clone()),
+            Call::DeleteContainer(t)
+            | Call::CreateTask(t)
+            | Call::StartTask(t)
+            | Call::WaitTask(t)
+            | Call::TaskStatus(t)
+            | Call::KillTask { target: t, .. }
+            | Call::DeleteTask { target: t, .. } => t.clone(),
+        }
+    }
+
+    /// containerd's name for the call, for logs and transcripts.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Call::CreateContainer(_) | Call::CreateSandbox(_) => "Containers.Create",
+            Call::DeleteContainer(_) => "Containers.Delete",
+            Call::CreateTask(_) => "Tasks.Create",
+            Call::StartTask(_) => "Tasks.Start",
+            Call::WaitTask(_) => "Tasks.Wait",
+            Call::KillTask { .. } => "Tasks.Kill",
+            Call::DeleteTask { .. } => "Tasks.Delete",
+            Call::TaskStatus(_) => "Tasks.Get",
+        }
+    }
+
+    /// True for the one call that has no deadline ([`Call::WaitTask`]).
+    pub fn is_long_lived(&self) -> bool {
+        matches!(self, Call::WaitTask(_))
+    }
+}
+
+/// What a task looks like to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// No task (never created, deleted, or its shim died).
+    NotFound,
+    /// Created, not started (`runc init` waiting).
+    Created {
+        /// Pid of `runc init`.
+        pid: u32,
+    },
+    /// Running.
+    Running {
+        /// Pid of the init process.
+        pid: u32,
+    },
+    /// Exited; the shim keeps the status until the task is deleted.
+    Stopped(ExitStatus),
+    /// Paused (or pausing, or containerd's "unknown" task status).
+    Paused,
+}
+
+/// The successful result of a [`Call`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    /// The call took effect.
+    Done,
+    /// The task's pid (CreateTask, StartTask).
+    Pid(u32),
+    /// The task exited (WaitTask).
+    Exited(ExitStatus),
+    /// The task's state (TaskStatus).
+    Task(TaskState),
+}
+
+/// The kind of a backend failure, the only thing the core branches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The object exists already.
+    AlreadyExists,
+    /// The object is not in a state that allows the call.
+    FailedPrecondition,
+    /// The backend cannot be reached (containerd restarting, connection lost).
+    Unavailable,
+    /// The call did not finish within its deadline.
+    DeadlineExceeded,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendErrorKind::NotFound => "not found",
+            BackendErrorKind::AlreadyExists => "already exists",
+            BackendErrorKind::FailedPrecondition => "failed precondition",
+            BackendErrorKind::Unavailable => "unavailable",
+            BackendErrorKind::DeadlineExceeded => "deadline exceeded",
+            BackendErrorKind::Other => "error",
+        })
+    }
+}
+
+/// A backend failure as plain data: a kind, the object involved and the backend's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{verb} {target}: {kind}: {message}")]
+pub struct BackendError {
+    /// What failed.
+    pub kind: BackendErrorKind,
+    /// The call's verb (e.g. "Tasks.Start").
+    pub verb: String,
+    /// The containerd id involved.
+    pub target: String,
+    /// The backend's own words.
+    pub message: String,
+}
+
+impl BackendError {
+    /// Builds an error.
+    pub fn new(
+        kind: BackendErrorKind,
+        verb: impl Into<String>,
+        target: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        BackendError {
+            kind,
+            verb: verb.into(),
+            target: target.into(),
+            message: message.into(),
+        }
+    }
+
+    /// True for [`BackendErrorKind::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        self.kind == BackendErrorKind::NotFound
+    }
+}
+
+/// Why a checkpoint write or delete failed, as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint of container {id}: {message}")]
+pub struct PersistError {
+    /// The container.
+    pub id: ContainerId,
+    /// What the store said (ENOSPC, EROFS, fsync failure...).
+    pub message: String,
+}
+
+/// What to do to a container's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistAction {
+    /// Write this record durably (replace the old one atomically).
+    Write(Status),
+    /// Delete the checkpoint (and the container's state directory).
+    Delete,
+}
+
+/// An effect the driver must carry out, in the order polled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Run a backend call; feed its result to [`crate::Machine::handle_call`].
+    Call {
+        /// Echoed back with the result.
+        op: OpId,
+        /// What to run.
+        call: Call,
+    },
+    /// Persist a container's checkpoint; feed the result to
+    /// [`crate::Machine::handle_persisted`]. The core emits nothing further for that
+    /// container's operation until then, so durability precedes every later effect.
+    Persist {
+        /// Echoed back with the result.
+        op: OpId,
+        /// Whose checkpoint.
+        id: ContainerId,
+        /// Write or delete.
+        action: PersistAction,
+    },
+    /// Answer a CRI request.
+    Reply {
+        /// The request.
+        req: RequestId,
+        /// The answer.
+        result: Result<Response, CommandError>,
+    },
+}
+
+/// A CRI command that changes state. Reads (status, list) are plain getters on the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// RunPodSandbox with a new id chosen by the driver.
+    RunPodSandbox {
+        /// The new sandbox's id.
+        id: SandboxId,
+        /// Its config.
+        config: Box<SandboxConfig>,
+    },
+    /// StopPodSandbox: stop every container of the pod, then the pause task.
+    StopPodSandbox(SandboxId),
+    /// RemovePodSandbox: stop, remove every container, then the sandbox.
+    RemovePodSandbox(SandboxId),
+    /// CreateContainer with a new id chosen by the driver.
+    CreateContainer {
+        /// The new container's id.
+        id: ContainerId,
+        /// Its sandbox.
+        sandbox: SandboxId,
+        /// Its config.
+        config: Box<ContainerConfig>,
+    },
+    /// StartContainer.
+    StartContainer(ContainerId),
+    /// StopContainer: the stop signal, then SIGKILL after `timeout` (zero: SIGKILL at once).
+    StopContainer {
+        /// Which container.
+        id: ContainerId,
+        /// Grace period.
+        timeout: Duration,
+    },
+    /// RemoveContainer (force-stops a running or unknown container first).
+    RemoveContainer(ContainerId),
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The sandbox created by RunPodSandbox.
+    SandboxCreated(SandboxId),
+    /// The container created by CreateContainer.
+    ContainerCreated(ContainerId),
+    /// Any other command succeeded.
+    Done,
+}
+
+/// What happened, for the CRI event stream (GetContainerEvents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Which object.
+    pub target: Target,
+    /// What happened to it.
+    pub kind: EventKind,
+    /// When (unix ns).
+    pub at: i64,
+}
+
+/// The kind of an [`Event`] (CRI `ContainerEventType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// Created.
+    Created,
+    /// Started.
+    Started,
+    /// Stopped (its exit is durable).
+    Stopped,
+    /// Deleted.
+    Deleted,
+}
