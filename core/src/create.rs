@@ -1,0 +1,180 @@
+//! CreateContainer (spec §4.1).
+//!
+//! validate → reserve name → `Containers.Create` → persist `{CreatedAt: now}` → visible.
+//! Rollback, in reverse: delete the containerd record, release the name. If the rollback
+//! itself fails the record may live on in containerd; berth then keeps the container as
+//! UNKNOWN (visible and removable) instead of hiding it until the next restart.
+
+use crate::error::CommandError;
+use crate::ids::{ContainerId, RequestId, SandboxId};
+use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
+use crate::machine::{Container, Creating, Machine, SandboxState, Step};
+use crate::meta::{ContainerConfig, ContainerMeta};
+use crate::status::Status;
+use crate::validate::{join_log_path, validate_container_config};
+
+impl Machine {
+    pub(crate) fn create_container(
+        &mut self,
+        req: RequestId,
+        id: ContainerId,
+        sandbox_id: SandboxId,
+        config: ContainerConfig,
+    ) {
+        match self.admit_create(&id, &sandbox_id, config) {
+            Ok(meta) => {
+                self.creating.insert(
+                    id.clone(),
+                    Creating {
+                        req,
+                        meta: meta.clone(),
+                        created_at: 0,
+                        pid: 0,
+                    },
+                );
+                self.call(
+                    Step::CreateRecord { id },
+                    Call::CreateContainer(Box::new(meta)),
+                );
+            }
+            Err(e) => self.reply(req, Err(e)),
+        }
+    }
+
+    /// Preconditions in containerd's order (spec §4.1), then the name reservation.
+    fn admit_create(
+        &mut self,
+        id: &ContainerId,
+        sandbox_id: &SandboxId,
+        config: ContainerConfig,
+    ) -> Result<ContainerMeta, CommandError> {
+        let sandbox =
+            self.sandboxes
+                .get(sandbox_id)
+                .ok_or_else(|| CommandError::SandboxNotFound {
+                    id: sandbox_id.clone(),
+                })?;
+        if sandbox.removing {
+            return Err(CommandError::SandboxRemoving {
+                id: sandbox_id.clone(),
+            });
+        }
+        // containerd v2.4 behaviour: a container in a NotReady sandbox could never start.
+        if sandbox.state != SandboxState::Ready {
+            return Err(CommandError::SandboxNotReady {
+                id: sandbox_id.clone(),
+            });
+        }
+        let stop_signal = validate_container_config(&config)?;
+        if self.id_in_use(id.as_str()) {
+            return Err(CommandError::IdInUse { id: id.to_string() });
+        }
+        let sandbox_config = &sandbox.meta.config;
+        let name = config.reservation_name(sandbox_config);
+        let log_path = join_log_path(&sandbox_config.log_directory, &config.log_path);
+        self.container_names
+            .reserve(&name, id)
+            .map_err(CommandError::NameReserved)?;
+        Ok(ContainerMeta {
+            id: id.clone(),
+            sandbox_id: sandbox_id.clone(),
+            name,
+            config,
+            log_path,
+            stop_signal,
+        })
+    }
+
+    pub(crate) fn on_create_record(
+        &mut self,
+        id: ContainerId,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Ok(_) => {
+                let now = self.wall();
+                let Some(creating) = self.creating.get_mut(&id) else {
+                    return;
+                };
+                creating.created_at = now;
+                let status = Status::created(now, creating.meta.config.resources.clone());
+                self.persist(
+                    Step::CreatePersist { id: id.clone() },
+                    &id,
+                    PersistAction::Write(status),
+                );
+            }
+            Err(error) => {
+                let error = CommandError::Backend {
+                    op: "create container",
+                    target: id.to_string(),
+                    error,
+                };
+                // The record may exist even though the call failed (reply lost), unless
+                // containerd said the id was taken by someone else.
+                self.create_rollback(id, error);
+            }
+        }
+    }
+
+    pub(crate) fn on_create_persist(&mut self, id: ContainerId, result: Result<(), PersistError>) {
+        match result {
+            Ok(()) => {
+                let Some(creating) = self.creating.remove(&id) else {
+                    return;
+                };
+                let status =
+                    Status::created(creating.created_at, creating.meta.config.resources.clone());
+                self.containers
+                    .insert(id.clone(), Container::new(creating.meta, status));
+                self.event(crate::io::Target::Container(id.clone()), EventKind::Created);
+                self.reply(creating.req, Ok(Response::ContainerCreated(id)));
+            }
+            Err(error) => {
+                let error = CommandError::Persist {
+                    op: "create container",
+                    error,
+                };
+                self.create_rollback(id, error);
+            }
+        }
+    }
+
+    fn create_rollback(&mut self, id: ContainerId, error: CommandError) {
+        self.call(
+            Step::CreateRollback {
+                id: id.clone(),
+                error,
+            },
+            Call::DeleteContainer(crate::io::Target::Container(id)),
+        );
+    }
+
+    pub(crate) fn on_create_rollback(
+        &mut self,
+        id: ContainerId,
+        error: CommandError,
+        result: Result<CallResult, BackendError>,
+    ) {
+        let Some(creating) = self.creating.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                self.container_names.release_key(&id);
+            }
+            Err(e) if e.is_not_found() => {
+                self.container_names.release_key(&id);
+            }
+            Err(_) => {
+                // The containerd record may survive: keep the container visible as UNKNOWN
+                // (what the next recovery would find) so it can be removed, and keep its
+                // name reserved for it.
+                let status = Status::unknown(self.wall());
+                self.containers
+                    .insert(id.clone(), Container::new(creating.meta, status));
+            }
+        }
+        self.reply(creating.req, Err(error));
+    }
+}

@@ -1,0 +1,321 @@
+//! Exit handling (spec §5) with berth's rules:
+//!
+//! - watch: one `Tasks.Wait` per running task. A failed wait (containerd restarting, the
+//!   connection lost, the shim gone) is never an exit: the task is re-observed
+//!   (`Tasks.Get`); Running → wait again, Stopped → its real exit, NotFound → exit lost
+//!   (255 "Unknown"); an observation error retries with backoff.
+//! - record: the exit is **persisted before the task is deleted** (DESIGN §3.2); first
+//!   recorded exit wins; duplicates, late exits and exits of removed containers are
+//!   ignored; a failed write is retried with backoff (1 s doubling to 5 min).
+//! - cleanup: `Tasks.Delete` with kill after the exit is durable, retried with backoff
+//!   until the task is gone.
+
+use crate::error::Guard;
+use crate::ids::ContainerId;
+use crate::io::Response;
+use crate::io::{
+    BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Target, TaskState,
+};
+use crate::machine::{Lane, Machine, PendingExit, Step, Timer, Waiter};
+use crate::status::{ContainerState, ExitStatus, Status};
+
+impl Machine {
+    fn lane_mut(&mut self, target: &Target, which: LaneKind) -> Option<&mut Lane> {
+        match target {
+            Target::Container(id) => self.containers.get_mut(id).map(|c| match which {
+                LaneKind::Watch => &mut c.watch,
+                LaneKind::Cleanup => &mut c.cleanup,
+            }),
+            Target::Sandbox(id) => self.sandboxes.get_mut(id).map(|s| match which {
+                LaneKind::Watch => &mut s.watch,
+                LaneKind::Cleanup => &mut s.cleanup,
+            }),
+        }
+    }
+
+    /// Starts a `Tasks.Wait` for the target unless one is in flight or scheduled.
+    pub(crate) fn arm_watch(&mut self, target: &Target) {
+        match self.lane_mut(target, LaneKind::Watch) {
+            Some(lane) if lane.is_idle() => {}
+            _ => return,
+        }
+        let op = self.call(
+            Step::Wait {
+                target: target.clone(),
+            },
+            Call::WaitTask(target.clone()),
+        );
+        if let Some(lane) = self.lane_mut(target, LaneKind::Watch) {
+            *lane = Lane::InFlight(op);
+        }
+    }
+
+    pub(crate) fn on_wait(&mut self, target: Target, result: Result<CallResult, BackendError>) {
+        let Some(lane) = self.lane_mut(&target, LaneKind::Watch) else {
+            return;
+        };
+        *lane = Lane::Idle;
+        match result {
+            Ok(CallResult::Exited(exit)) => self.exit_observed(&target, exit),
+            // Anything else is not an exit: re-observe the task.
+            _ => self.resync(target, 0),
+        }
+    }
+
+    /// Observes the task after a broken wait (`Tasks.Get`).
+    pub(crate) fn resync(&mut self, target: Target, attempt: u32) {
+        match self.lane_mut(&target, LaneKind::Watch) {
+            Some(lane) if lane.is_idle() || matches!(lane, Lane::Backoff { .. }) => {}
+            _ => return,
+        }
+        if self.is_finished(&target) {
+            if let Some(lane) = self.lane_mut(&target, LaneKind::Watch) {
+                *lane = Lane::Idle;
+            }
+            return;
+        }
+        let op = self.call(
+            Step::Resync {
+                target: target.clone(),
+                attempt,
+            },
+            Call::TaskStatus(target.clone()),
+        );
+        if let Some(lane) = self.lane_mut(&target, LaneKind::Watch) {
+            *lane = Lane::InFlight(op);
+        }
+    }
+
+    pub(crate) fn on_resync(
+        &mut self,
+        target: Target,
+        attempt: u32,
+        result: Result<CallResult, BackendError>,
+    ) {
+        let Some(lane) = self.lane_mut(&target, LaneKind::Watch) else {
+            return;
+        };
+        *lane = Lane::Idle;
+        match result {
+            Ok(CallResult::Task(TaskState::Stopped(exit))) => self.exit_observed(&target, exit),
+            Ok(CallResult::Task(TaskState::NotFound)) => {
+                let now = self.wall();
+                self.exit_observed(&target, ExitStatus::lost(now));
+            }
+            Ok(CallResult::Task(_)) => self.arm_watch(&target),
+            Ok(_) | Err(_) => {
+                let cap = self.config.resync_backoff_max;
+                let delay = self.config.backoff(attempt, cap);
+                if let Some(lane) = self.lane_mut(&target, LaneKind::Watch) {
+                    *lane = Lane::Backoff {
+                        attempt: attempt + 1,
+                    };
+                }
+                self.arm(
+                    delay,
+                    Timer::RetryResync {
+                        target,
+                        attempt: attempt + 1,
+                    },
+                );
+            }
+        }
+    }
+
+    fn is_finished(&self, target: &Target) -> bool {
+        match target {
+            Target::Container(id) => self
+                .containers
+                .get(id)
+                .is_none_or(|c| c.exit.is_some() || c.state() == ContainerState::Exited),
+            Target::Sandbox(id) => self.sandboxes.get(id).is_none_or(|s| s.exit.is_some()),
+        }
+    }
+
+    fn exit_observed(&mut self, target: &Target, exit: ExitStatus) {
+        match target {
+            Target::Container(id) => self.record_exit(id, exit),
+            Target::Sandbox(id) => self.sandbox_exited(id, exit),
+        }
+    }
+
+    /// An exit reported for a container. Ignored while a start or recovery holds the
+    /// container (the watch armed afterwards sees the exit: the shim keeps it), for a
+    /// CREATED container (no process of it can run), once an exit is recorded or being
+    /// recorded (first exit wins), and for unknown ids (removed).
+    pub(crate) fn record_exit(&mut self, id: &ContainerId, exit: ExitStatus) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if matches!(c.guard, Some(Guard::Starting | Guard::Recovering)) || c.exit.is_some() {
+            return;
+        }
+        match c.state() {
+            ContainerState::Running | ContainerState::Unknown => self.begin_exit(id, exit),
+            ContainerState::Created | ContainerState::Exited => {}
+        }
+    }
+
+    /// Records `exit` for the container: persist first, then delete the task.
+    pub(crate) fn begin_exit(&mut self, id: &ContainerId, exit: ExitStatus) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if c.exit.is_some() {
+            return;
+        }
+        c.exit = Some(PendingExit {
+            exit,
+            lane: Lane::Idle,
+        });
+        self.persist_exit(id.clone(), 0);
+    }
+
+    pub(crate) fn persist_exit(&mut self, id: ContainerId, attempt: u32) {
+        let Some(c) = self.containers.get(&id) else {
+            return;
+        };
+        let Some(pending) = c.exit else {
+            return;
+        };
+        if matches!(pending.lane, Lane::InFlight(_)) {
+            return;
+        }
+        let status = c.status.with_exit(pending.exit);
+        let op = self.persist(
+            Step::ExitPersist {
+                id: id.clone(),
+                attempt,
+                status: status.clone(),
+            },
+            &id,
+            PersistAction::Write(status),
+        );
+        if let Some(p) = self.containers.get_mut(&id).and_then(|c| c.exit.as_mut()) {
+            p.lane = Lane::InFlight(op);
+        }
+    }
+
+    pub(crate) fn on_exit_persist(
+        &mut self,
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+        result: Result<(), PersistError>,
+    ) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
+        if let Err(_error) = result {
+            let delay = self.config.backoff(attempt, self.config.backoff_max);
+            if let Some(p) = c.exit.as_mut() {
+                p.lane = Lane::Backoff {
+                    attempt: attempt + 1,
+                };
+            }
+            self.arm(
+                delay,
+                Timer::RetryExit {
+                    id,
+                    attempt: attempt + 1,
+                },
+            );
+            return;
+        }
+        c.status = status;
+        c.exit = None;
+        c.killing = false;
+        let waiters = std::mem::take(&mut c.waiters);
+        let target = c.target();
+        self.disarm(|t| matches!(t, Timer::Escalate { id: e } if *e == id));
+        self.event(target.clone(), EventKind::Stopped);
+        self.schedule_cleanup(&target);
+        let mut remove_started = false;
+        for w in waiters {
+            match w {
+                Waiter::Stop(req) => self.reply(req, Ok(Response::Done)),
+                Waiter::Remove(req) if !remove_started => {
+                    remove_started = true;
+                    self.begin_remove(&id, req);
+                }
+                Waiter::Remove(Some(req)) => self.reply(
+                    req,
+                    Err(crate::error::CommandError::Busy {
+                        id: id.clone(),
+                        op: "remove",
+                        guard: Guard::Removing,
+                    }),
+                ),
+                Waiter::Remove(None) => {}
+            }
+        }
+        self.progress_sandbox_of(&id);
+    }
+
+    /// Deletes the target's task (with kill) in the background until it is gone.
+    pub(crate) fn schedule_cleanup(&mut self, target: &Target) {
+        match self.lane_mut(target, LaneKind::Cleanup) {
+            Some(lane) if lane.is_idle() => self.cleanup_task(target.clone(), 0),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn cleanup_task(&mut self, target: Target, attempt: u32) {
+        match self.lane_mut(&target, LaneKind::Cleanup) {
+            Some(lane) if !matches!(lane, Lane::InFlight(_)) => {}
+            _ => return,
+        }
+        let op = self.call(
+            Step::Cleanup {
+                target: target.clone(),
+                attempt,
+            },
+            Call::DeleteTask {
+                target: target.clone(),
+                kill: true,
+            },
+        );
+        if let Some(lane) = self.lane_mut(&target, LaneKind::Cleanup) {
+            *lane = Lane::InFlight(op);
+        }
+    }
+
+    pub(crate) fn on_cleanup(
+        &mut self,
+        target: Target,
+        attempt: u32,
+        result: Result<CallResult, BackendError>,
+    ) {
+        let Some(lane) = self.lane_mut(&target, LaneKind::Cleanup) else {
+            return;
+        };
+        match result {
+            Ok(_) => *lane = Lane::Idle,
+            Err(e) if e.is_not_found() => *lane = Lane::Idle,
+            Err(_) => {
+                *lane = Lane::Backoff {
+                    attempt: attempt + 1,
+                };
+                let delay = self.config.backoff(attempt, self.config.backoff_max);
+                self.arm(
+                    delay,
+                    Timer::RetryCleanup {
+                        target,
+                        attempt: attempt + 1,
+                    },
+                );
+                return;
+            }
+        }
+        if let Target::Sandbox(id) = &target {
+            let id = id.clone();
+            self.progress_sandbox(&id);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LaneKind {
+    Watch,
+    Cleanup,
+}

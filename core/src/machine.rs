@@ -1,0 +1,669 @@
+//! The state machine: state, the input/output plumbing, timers and lanes. Each lifecycle
+//! operation lives in its own file (`create.rs`, `start.rs`, `exit.rs`, `stop.rs`,
+//! `remove.rs`, `sandbox.rs`, `recovery.rs`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::error::{CommandError, Guard};
+use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::io::{
+    BackendError, Call, CallResult, Command, Effect, Event, EventKind, Now, PersistAction,
+    PersistError, Response, Target,
+};
+use crate::meta::{ContainerMeta, SandboxMeta};
+use crate::registry::NameRegistry;
+use crate::status::{ContainerState, ExitStatus, Status};
+
+/// Tunables of the machine. Plain data; the defaults are containerd's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// First retry delay of exit handling, task cleanup and checkpoint writes (spec §5.4: 1 s).
+    pub backoff_initial: Duration,
+    /// Cap of that delay (spec §5.4: 5 min).
+    pub backoff_max: Duration,
+    /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
+    /// second; waiting 5 minutes to notice an exit would be wrong).
+    pub resync_backoff_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            resync_backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Delay before retry number `attempt` (0-based), doubling from the initial delay.
+    pub fn backoff(&self, attempt: u32, cap: Duration) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX);
+        self.backoff_initial.saturating_mul(factor).min(cap)
+    }
+}
+
+/// Sandbox state (spec §6.8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SandboxState {
+    /// The pause task runs.
+    Ready,
+    /// The pause task does not run.
+    NotReady,
+    /// Could not be established (reported to CRI as NOTREADY).
+    Unknown,
+}
+
+/// A lane of background work on one object: idle, one call in flight, or waiting to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Lane {
+    #[default]
+    Idle,
+    InFlight(OpId),
+    Backoff {
+        attempt: u32,
+    },
+}
+
+impl Lane {
+    pub(crate) fn is_idle(self) -> bool {
+        self == Lane::Idle
+    }
+}
+
+/// Who waits for a container's exit to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    /// A StopContainer request.
+    Stop(RequestId),
+    /// A RemoveContainer request (or an internal one, from RemovePodSandbox).
+    Remove(Option<RequestId>),
+}
+
+/// An exit being recorded: persisted first, then the task deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PendingExit {
+    pub exit: ExitStatus,
+    pub lane: Lane,
+}
+
+/// A container the machine knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub(crate) meta: ContainerMeta,
+    /// The durable status (what the last successful persist wrote), except while
+    /// recovery's write is pending (`dirty`).
+    pub(crate) status: Status,
+    pub(crate) guard: Option<Guard>,
+    pub(crate) dirty: Lane,
+    pub(crate) stop_signaled: bool,
+    pub(crate) stop_after_start: Option<Duration>,
+    /// A SIGKILL is in flight.
+    pub(crate) killing: bool,
+    pub(crate) watch: Lane,
+    pub(crate) exit: Option<PendingExit>,
+    pub(crate) cleanup: Lane,
+    pub(crate) waiters: Vec<Waiter>,
+}
+
+impl Container {
+    pub(crate) fn new(meta: ContainerMeta, status: Status) -> Self {
+        Container {
+            meta,
+            status,
+            guard: None,
+            dirty: Lane::Idle,
+            stop_signaled: false,
+            stop_after_start: None,
+            killing: false,
+            watch: Lane::Idle,
+            exit: None,
+            cleanup: Lane::Idle,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// The container's metadata.
+    pub fn meta(&self) -> &ContainerMeta {
+        &self.meta
+    }
+
+    /// Its status record.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Derived CRI state.
+    pub fn state(&self) -> ContainerState {
+        self.status.state()
+    }
+
+    /// The guard held by an in-flight operation, if any.
+    pub fn guard(&self) -> Option<Guard> {
+        self.guard
+    }
+
+    /// True while a RemoveContainer is in flight (CRI verbose info `removing`).
+    pub fn is_removing(&self) -> bool {
+        self.guard == Some(Guard::Removing)
+    }
+
+    pub(crate) fn target(&self) -> Target {
+        Target::Container(self.meta.id.clone())
+    }
+}
+
+/// A sandbox the machine knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub(crate) meta: SandboxMeta,
+    pub(crate) state: SandboxState,
+    pub(crate) pid: u32,
+    pub(crate) exit: Option<ExitStatus>,
+    pub(crate) removing: bool,
+    pub(crate) stop_waiters: Vec<RequestId>,
+    pub(crate) remove_waiters: Vec<RequestId>,
+    pub(crate) killing: bool,
+    pub(crate) watch: Lane,
+    pub(crate) cleanup: Lane,
+    pub(crate) deleting: bool,
+}
+
+impl Sandbox {
+    pub(crate) fn new(meta: SandboxMeta, state: SandboxState, pid: u32) -> Self {
+        Sandbox {
+            meta,
+            state,
+            pid,
+            exit: None,
+            removing: false,
+            stop_waiters: Vec::new(),
+            remove_waiters: Vec::new(),
+            killing: false,
+            watch: Lane::Idle,
+            cleanup: Lane::Idle,
+            deleting: false,
+        }
+    }
+
+    /// Its metadata.
+    pub fn meta(&self) -> &SandboxMeta {
+        &self.meta
+    }
+
+    /// Its state.
+    pub fn state(&self) -> SandboxState {
+        self.state
+    }
+
+    /// Pid of the pause process while Ready; 0 otherwise.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How the pause task ended, if it did.
+    pub fn exit(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    pub(crate) fn target(&self) -> Target {
+        Target::Sandbox(self.meta.id.clone())
+    }
+}
+
+/// What an outstanding effect's outcome means: the step of the operation it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    CreateRecord {
+        id: ContainerId,
+    },
+    CreatePersist {
+        id: ContainerId,
+    },
+    CreateRollback {
+        id: ContainerId,
+        error: CommandError,
+    },
+    StartCreateTask {
+        id: ContainerId,
+        req: RequestId,
+    },
+    StartStartTask {
+        id: ContainerId,
+        req: RequestId,
+    },
+    StartPersist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
+    StartRollbackTask {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+    },
+    StartRecordFailure {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+        status: Status,
+    },
+    Wait {
+        target: Target,
+    },
+    Resync {
+        target: Target,
+        attempt: u32,
+    },
+    ExitPersist {
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+    },
+    Cleanup {
+        target: Target,
+        attempt: u32,
+    },
+    Kill {
+        id: ContainerId,
+        signal: i32,
+    },
+    RemoveTask {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    RemoveRecord {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    RemoveCheckpoint {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    RecoverPersist {
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+    },
+    RecoverTaskDelete {
+        id: ContainerId,
+    },
+    RecoverObserve {
+        target: Target,
+        attempt: u32,
+    },
+    SandboxCreateRecord {
+        id: SandboxId,
+    },
+    SandboxCreateTask {
+        id: SandboxId,
+    },
+    SandboxStartTask {
+        id: SandboxId,
+    },
+    SandboxRollbackTask {
+        id: SandboxId,
+        error: CommandError,
+    },
+    SandboxRollbackRecord {
+        id: SandboxId,
+        error: CommandError,
+    },
+    SandboxKill {
+        id: SandboxId,
+    },
+    SandboxDeleteTask {
+        id: SandboxId,
+    },
+    SandboxDeleteRecord {
+        id: SandboxId,
+    },
+}
+
+/// A timer the machine armed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// Send SIGKILL if the container still runs.
+    Escalate { id: ContainerId },
+    /// Retry recording a container's exit.
+    RetryExit { id: ContainerId, attempt: u32 },
+    /// Retry deleting a task.
+    RetryCleanup { target: Target, attempt: u32 },
+    /// Re-observe a task after a broken wait.
+    RetryResync { target: Target, attempt: u32 },
+    /// Retry recovery's checkpoint write.
+    RetryPersist { id: ContainerId, attempt: u32 },
+    /// Re-observe a task recovery could not observe.
+    RetryObserve { target: Target, attempt: u32 },
+}
+
+/// An object being created: its name and id are held, it is not yet visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creating<M> {
+    pub req: RequestId,
+    pub meta: M,
+    /// The creation time recorded once the containerd record exists.
+    pub created_at: i64,
+    /// Sandboxes: the pause task's pid once created.
+    pub pid: u32,
+}
+
+/// berth's lifecycle state machine. See the crate documentation for the driving contract.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub(crate) config: Config,
+    pub(crate) containers: BTreeMap<ContainerId, Container>,
+    pub(crate) sandboxes: BTreeMap<SandboxId, Sandbox>,
+    pub(crate) creating: BTreeMap<ContainerId, Creating<ContainerMeta>>,
+    pub(crate) creating_sandboxes: BTreeMap<SandboxId, Creating<SandboxMeta>>,
+    pub(crate) container_names: NameRegistry<ContainerId>,
+    pub(crate) sandbox_names: NameRegistry<SandboxId>,
+    /// Recovered objects whose name another object already held (reported, not fatal).
+    pub(crate) name_conflicts: BTreeSet<String>,
+    pub(crate) steps: BTreeMap<OpId, Step>,
+    next_op: u64,
+    pub(crate) effects: VecDeque<Effect>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) timers: BTreeSet<(Duration, u64, Timer)>,
+    timer_seq: u64,
+    /// Recovery steps still without a first outcome.
+    pub(crate) recovery_outstanding: BTreeSet<OpId>,
+    pub(crate) now: Now,
+}
+
+impl Machine {
+    /// An empty machine (a node with nothing on it).
+    pub fn new(config: Config, now: Now) -> Self {
+        Machine {
+            config,
+            containers: BTreeMap::new(),
+            sandboxes: BTreeMap::new(),
+            creating: BTreeMap::new(),
+            creating_sandboxes: BTreeMap::new(),
+            container_names: NameRegistry::default(),
+            sandbox_names: NameRegistry::default(),
+            name_conflicts: BTreeSet::new(),
+            steps: BTreeMap::new(),
+            next_op: 1,
+            effects: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: BTreeSet::new(),
+            timer_seq: 0,
+            recovery_outstanding: BTreeSet::new(),
+            now,
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Input: a CRI command. Its reply comes out of [`Machine::poll_effect`], now or after
+    /// the calls it needs.
+    pub fn handle_command(&mut self, req: RequestId, command: Command, now: Now) {
+        self.tick(now);
+        match command {
+            Command::RunPodSandbox { id, config } => self.run_pod_sandbox(req, id, *config),
+            Command::StopPodSandbox(id) => self.stop_pod_sandbox(req, id),
+            Command::RemovePodSandbox(id) => self.remove_pod_sandbox(req, id),
+            Command::CreateContainer {
+                id,
+                sandbox,
+                config,
+            } => self.create_container(req, id, sandbox, *config),
+            Command::StartContainer(id) => self.start_container(req, id),
+            Command::StopContainer { id, timeout } => self.stop_container(req, id, timeout),
+            Command::RemoveContainer(id) => self.remove_container(req, id),
+        }
+    }
+
+    /// Input: the result of a [`Call`] emitted as `op`. Unknown ops are ignored (a driver
+    /// may deliver a result after the machine was rebuilt).
+    pub fn handle_call(&mut self, op: OpId, result: Result<CallResult, BackendError>, now: Now) {
+        self.tick(now);
+        self.recovery_outstanding.remove(&op);
+        let Some(step) = self.steps.remove(&op) else {
+            return;
+        };
+        match step {
+            Step::CreateRecord { id } => self.on_create_record(id, result),
+            Step::CreateRollback { id, error } => self.on_create_rollback(id, error, result),
+            Step::StartCreateTask { id, req } => self.on_start_create_task(id, req, result),
+            Step::StartStartTask { id, req } => self.on_start_start_task(id, req, result),
+            Step::StartRollbackTask { id, req, error } => {
+                self.on_start_rollback_task(id, req, error, result)
+            }
+            Step::Wait { target } => self.on_wait(target, result),
+            Step::Resync { target, attempt } => self.on_resync(target, attempt, result),
+            Step::Cleanup { target, attempt } => self.on_cleanup(target, attempt, result),
+            Step::Kill { id, signal } => self.on_kill(id, signal, result),
+            Step::RemoveTask { id, req } => self.on_remove_task(id, req, result),
+            Step::RemoveRecord { id, req } => self.on_remove_record(id, req, result),
+            Step::RecoverTaskDelete { id } => self.on_recover_task_delete(id, result),
+            Step::RecoverObserve { target, attempt } => {
+                self.on_recover_observe(target, attempt, result)
+            }
+            Step::SandboxCreateRecord { id } => self.on_sandbox_create_record(id, result),
+            Step::SandboxCreateTask { id } => self.on_sandbox_create_task(id, result),
+            Step::SandboxStartTask { id } => self.on_sandbox_start_task(id, result),
+            Step::SandboxRollbackTask { id, error } => {
+                self.on_sandbox_rollback_task(id, error, result)
+            }
+            Step::SandboxRollbackRecord { id, error } => {
+                self.on_sandbox_rollback_record(id, error, result)
+            }
+            Step::SandboxKill { id } => self.on_sandbox_kill(id, result),
+            Step::SandboxDeleteTask { id } => self.on_sandbox_delete_task(id, result),
+            Step::SandboxDeleteRecord { id } => self.on_sandbox_delete_record(id, result),
+            step @ (Step::CreatePersist { .. }
+            | Step::StartPersist { .. }
+            | Step::StartRecordFailure { .. }
+            | Step::ExitPersist { .. }
+            | Step::RemoveCheckpoint { .. }
+            | Step::RecoverPersist { .. }) => {
+                // A persist outcome delivered as a call result: a driver bug. Put the step
+                // back so the real outcome can still arrive.
+                self.steps.insert(op, step);
+            }
+        }
+    }
+
+    /// Input: the outcome of a [`Effect::Persist`] emitted as `op`.
+    pub fn handle_persisted(&mut self, op: OpId, result: Result<(), PersistError>, now: Now) {
+        self.tick(now);
+        self.recovery_outstanding.remove(&op);
+        let Some(step) = self.steps.remove(&op) else {
+            return;
+        };
+        match step {
+            Step::CreatePersist { id } => self.on_create_persist(id, result),
+            Step::StartPersist { id, req, status } => {
+                self.on_start_persist(id, req, status, result)
+            }
+            Step::StartRecordFailure {
+                id,
+                req,
+                error,
+                status,
+            } => self.on_start_record_failure(id, req, error, status, result),
+            Step::ExitPersist {
+                id,
+                attempt,
+                status,
+            } => self.on_exit_persist(id, attempt, status, result),
+            Step::RemoveCheckpoint { id, req } => self.on_remove_checkpoint(id, req, result),
+            Step::RecoverPersist {
+                id,
+                attempt,
+                status,
+            } => self.on_recover_persist(id, attempt, status, result),
+            other => {
+                self.steps.insert(op, other);
+            }
+        }
+    }
+
+    /// Input: a task exit learned outside a [`Call::WaitTask`] (an event, a duplicate, a
+    /// late one). First recorded exit wins; exits of unknown or removed objects are ignored.
+    pub fn handle_task_exit(&mut self, target: Target, exit: ExitStatus, now: Now) {
+        self.tick(now);
+        match target {
+            Target::Container(id) => self.record_exit(&id, exit),
+            Target::Sandbox(id) => self.sandbox_exited(&id, exit),
+        }
+    }
+
+    /// Input: time passed. Fires every timer due at `now.mono`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.tick(now);
+        while let Some(first) = self.timers.first() {
+            if first.0 > now.mono {
+                break;
+            }
+            let Some((_, _, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            self.fire(timer);
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// Output: the next effect to carry out, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Output: the next event for the CRI event stream.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Output: the earliest timer deadline (monotonic), if any timer is armed.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.first().map(|(at, _, _)| *at)
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// A container by id.
+    pub fn container(&self, id: &ContainerId) -> Option<&Container> {
+        self.containers.get(id)
+    }
+
+    /// Every visible container, in id order.
+    pub fn containers(&self) -> impl Iterator<Item = &Container> {
+        self.containers.values()
+    }
+
+    /// A sandbox by id.
+    pub fn sandbox(&self, id: &SandboxId) -> Option<&Sandbox> {
+        self.sandboxes.get(id)
+    }
+
+    /// Every visible sandbox, in id order.
+    pub fn sandboxes(&self) -> impl Iterator<Item = &Sandbox> {
+        self.sandboxes.values()
+    }
+
+    /// True while steps started by recovery have not had their first outcome; the driver
+    /// answers Unavailable until this turns false.
+    pub fn is_recovering(&self) -> bool {
+        !self.recovery_outstanding.is_empty()
+    }
+
+    /// Names of recovered objects that could not be registered because another object
+    /// held their name (containerd treats this as fatal; berth reports it).
+    pub fn name_conflicts(&self) -> impl Iterator<Item = &str> {
+        self.name_conflicts.iter().map(String::as_str)
+    }
+
+    /// Number of operations waiting for an outcome.
+    pub fn outstanding(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    fn tick(&mut self, now: Now) {
+        // Time never runs backwards inside the machine, even if the driver's clock does.
+        if now.mono >= self.now.mono {
+            self.now.mono = now.mono;
+        }
+        self.now.wall = now.wall.max(self.now.wall);
+    }
+
+    pub(crate) fn wall(&self) -> i64 {
+        self.now.wall
+    }
+
+    pub(crate) fn next_op(&mut self) -> OpId {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        op
+    }
+
+    pub(crate) fn call(&mut self, step: Step, call: Call) -> OpId {
+        let op = self.next_op();
+        self.steps.insert(op, step);
+        self.effects.push_back(Effect::Call { op, call });
+        op
+    }
+
+    pub(crate) fn persist(&mut self, step: Step, id: &ContainerId, action: PersistAction) -> OpId {
+        let op = self.next_op();
+        self.steps.insert(op, step);
+        self.effects.push_back(Effect::Persist {
+            op,
+            id: id.clone(),
+            action,
+        });
+        op
+    }
+
+    pub(crate) fn reply(&mut self, req: RequestId, result: Result<Response, CommandError>) {
+        self.effects.push_back(Effect::Reply { req, result });
+    }
+
+    pub(crate) fn event(&mut self, target: Target, kind: EventKind) {
+        let at = self.wall();
+        self.events.push_back(Event { target, kind, at });
+    }
+
+    pub(crate) fn arm(&mut self, after: Duration, timer: Timer) {
+        self.timer_seq += 1;
+        let at = self.now.mono.saturating_add(after);
+        self.timers.insert((at, self.timer_seq, timer));
+    }
+
+    pub(crate) fn disarm(&mut self, pred: impl Fn(&Timer) -> bool) {
+        self.timers.retain(|(_, _, t)| !pred(t));
+    }
+
+    fn fire(&mut self, timer: Timer) {
+        match timer {
+            Timer::Escalate { id } => self.on_escalate(id),
+            Timer::RetryExit { id, attempt } => self.persist_exit(id, attempt),
+            Timer::RetryCleanup { target, attempt } => self.cleanup_task(target, attempt),
+            Timer::RetryResync { target, attempt } => self.resync(target, attempt),
+            Timer::RetryPersist { id, attempt } => self.retry_recover_persist(id, attempt),
+            Timer::RetryObserve { target, attempt } => self.observe(target, attempt),
+        }
+    }
+
+    /// True if `id` names a container or sandbox that exists or is being created.
+    pub(crate) fn id_in_use(&self, id: &str) -> bool {
+        let as_container = ContainerId::new(id).ok();
+        let as_sandbox = SandboxId::new(id).ok();
+        as_container
+            .is_some_and(|c| self.containers.contains_key(&c) || self.creating.contains_key(&c))
+            || as_sandbox.is_some_and(|s| {
+                self.sandboxes.contains_key(&s) || self.creating_sandboxes.contains_key(&s)
+            })
+    }
+}

@@ -1,0 +1,179 @@
+//! RemoveContainer (spec §4.4).
+//!
+//! RUNNING or UNKNOWN → forced stop first (SIGKILL, the exit made durable). Then guard
+//! `Removing` → `Tasks.Delete` with kill (NotFound tolerated) → `Containers.Delete`
+//! (NotFound tolerated) → checkpoint deleted → gone, name released. Any failure releases
+//! the guard and leaves the container removable again. A crash after the containerd record
+//! is gone leaves only directories, which recovery's orphan sweep removes.
+
+use crate::error::{CommandError, Guard};
+use crate::ids::{ContainerId, RequestId};
+use crate::io::{
+    BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
+};
+use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::status::ContainerState;
+use std::time::Duration;
+
+impl Machine {
+    pub(crate) fn remove_container(&mut self, req: RequestId, id: ContainerId) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            self.reply(req, Ok(Response::Done));
+            return;
+        };
+        if let Some(guard) = c.guard {
+            self.reply(
+                req,
+                Err(CommandError::Busy {
+                    id,
+                    op: "remove",
+                    guard,
+                }),
+            );
+            return;
+        }
+        if c.exit.is_some() {
+            c.waiters.push(Waiter::Remove(Some(req)));
+            return;
+        }
+        match c.state() {
+            ContainerState::Running | ContainerState::Unknown => {
+                c.waiters.push(Waiter::Remove(Some(req)));
+                self.begin_stop(&id, Duration::ZERO);
+            }
+            ContainerState::Created | ContainerState::Exited => self.begin_remove(&id, Some(req)),
+        }
+    }
+
+    /// Removes a stopped container (CREATED or EXITED). `req` is None for a removal that
+    /// RemovePodSandbox started.
+    pub(crate) fn begin_remove(&mut self, id: &ContainerId, req: Option<RequestId>) {
+        let Some(c) = self.containers.get_mut(id) else {
+            if let Some(req) = req {
+                self.reply(req, Ok(Response::Done));
+            }
+            return;
+        };
+        if let Some(guard) = c.guard {
+            if let Some(req) = req {
+                self.reply(
+                    req,
+                    Err(CommandError::Busy {
+                        id: id.clone(),
+                        op: "remove",
+                        guard,
+                    }),
+                );
+            }
+            return;
+        }
+        c.guard = Some(Guard::Removing);
+        let target = c.target();
+        self.call(
+            Step::RemoveTask {
+                id: id.clone(),
+                req,
+            },
+            Call::DeleteTask { target, kill: true },
+        );
+    }
+
+    pub(crate) fn on_remove_task(
+        &mut self,
+        id: ContainerId,
+        req: Option<RequestId>,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Err(error) if !error.is_not_found() => self.fail_remove(&id, req, error_of(&id, error)),
+            _ => {
+                let target = Target::Container(id.clone());
+                self.call(
+                    Step::RemoveRecord { id, req },
+                    Call::DeleteContainer(target),
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_remove_record(
+        &mut self,
+        id: ContainerId,
+        req: Option<RequestId>,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Err(error) if !error.is_not_found() => self.fail_remove(&id, req, error_of(&id, error)),
+            _ => {
+                self.persist(
+                    Step::RemoveCheckpoint {
+                        id: id.clone(),
+                        req,
+                    },
+                    &id,
+                    PersistAction::Delete,
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_remove_checkpoint(
+        &mut self,
+        id: ContainerId,
+        req: Option<RequestId>,
+        result: Result<(), PersistError>,
+    ) {
+        if let Err(error) = result {
+            let error = CommandError::Persist {
+                op: "remove container",
+                error,
+            };
+            self.fail_remove(&id, req, error);
+            return;
+        }
+        let Some(c) = self.containers.remove(&id) else {
+            return;
+        };
+        self.container_names.release_key(&id);
+        self.name_conflicts.remove(&format!("container {id}"));
+        self.disarm(|t| match t {
+            Timer::Escalate { id: e }
+            | Timer::RetryExit { id: e, .. }
+            | Timer::RetryPersist { id: e, .. } => *e == id,
+            Timer::RetryCleanup { target, .. }
+            | Timer::RetryResync { target, .. }
+            | Timer::RetryObserve { target, .. } => *target == Target::Container(id.clone()),
+        });
+        self.event(Target::Container(id.clone()), EventKind::Deleted);
+        if let Some(req) = req {
+            self.reply(req, Ok(Response::Done));
+        }
+        for w in c.waiters {
+            match w {
+                Waiter::Stop(r) | Waiter::Remove(Some(r)) => self.reply(r, Ok(Response::Done)),
+                Waiter::Remove(None) => {}
+            }
+        }
+        self.progress_sandbox(&c.meta.sandbox_id);
+    }
+
+    fn fail_remove(&mut self, id: &ContainerId, req: Option<RequestId>, error: CommandError) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        c.guard = None;
+        let sandbox = c.meta.sandbox_id.clone();
+        match req {
+            Some(req) => self.reply(req, Err(error)),
+            None => self.fail_sandbox_ops(&sandbox, &error),
+        }
+    }
+}
+
+fn error_of(id: &ContainerId, error: BackendError) -> CommandError {
+    CommandError::Backend {
+        op: "remove container",
+        target: id.to_string(),
+        error,
+    }
+}

@@ -1,0 +1,259 @@
+//! StartContainer (spec §4.2), step by step so a crash or a failure can land between any two.
+//!
+//! guard `Starting` → sandbox READY → `Tasks.Create` → `Tasks.Start` → persist
+//! `{Pid, StartedAt}` → watch armed → reply. Rollbacks, in order: R2 `Tasks.Delete` with
+//! kill (armed for any failure after the create was sent: a create whose reply was lost may
+//! still have made the task), then R1 persist `{FinishedAt, 128, StartError, message}`,
+//! then the guard released.
+//!
+//! The exit watch is armed after the start is durable (DESIGN §3.4). No exit can be missed:
+//! the shim keeps a task's exit status until `Tasks.Delete`, and only the exit handler
+//! deletes a started task, after the exit is persisted.
+
+use crate::error::{CommandError, Guard};
+use crate::ids::{ContainerId, RequestId};
+use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
+use crate::machine::{Machine, SandboxState, Step, Waiter};
+use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON};
+
+impl Machine {
+    pub(crate) fn start_container(&mut self, req: RequestId, id: ContainerId) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            self.reply(req, Err(CommandError::ContainerNotFound { id }));
+            return;
+        };
+        // containerd's order: state, removing, starting (spec §4.2 step 2).
+        let state = c.state();
+        if state != ContainerState::Created {
+            self.reply(
+                req,
+                Err(CommandError::InvalidState {
+                    id,
+                    op: "start",
+                    state,
+                }),
+            );
+            return;
+        }
+        if let Some(guard) = c.guard {
+            self.reply(
+                req,
+                Err(CommandError::Busy {
+                    id,
+                    op: "start",
+                    guard,
+                }),
+            );
+            return;
+        }
+        c.guard = Some(Guard::Starting);
+        let sandbox_id = c.meta.sandbox_id.clone();
+        match self.sandboxes.get(&sandbox_id) {
+            None => {
+                let error = CommandError::SandboxNotFound { id: sandbox_id };
+                self.start_record_failure(id, req, error);
+            }
+            Some(s) if s.state != SandboxState::Ready || s.removing => {
+                let error = CommandError::SandboxNotReady { id: sandbox_id };
+                self.start_record_failure(id, req, error);
+            }
+            Some(_) => {
+                let target = crate::io::Target::Container(id.clone());
+                self.call(Step::StartCreateTask { id, req }, Call::CreateTask(target));
+            }
+        }
+    }
+
+    pub(crate) fn on_start_create_task(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Ok(_) => {
+                let target = crate::io::Target::Container(id.clone());
+                self.call(Step::StartStartTask { id, req }, Call::StartTask(target));
+            }
+            Err(error) => {
+                let error = CommandError::Backend {
+                    op: "create task for container",
+                    target: id.to_string(),
+                    error,
+                };
+                self.start_rollback_task(id, req, error);
+            }
+        }
+    }
+
+    pub(crate) fn on_start_start_task(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Ok(result) => {
+                let pid = match result {
+                    CallResult::Pid(pid) if pid > 0 => pid,
+                    // A backend that reports no pid cannot be supervised: undo the start.
+                    other => {
+                        let error = CommandError::Backend {
+                            op: "start container",
+                            target: id.to_string(),
+                            error: BackendError::new(
+                                crate::io::BackendErrorKind::Other,
+                                "Tasks.Start",
+                                id.as_str(),
+                                format!("unexpected result {other:?}"),
+                            ),
+                        };
+                        self.start_rollback_task(id, req, error);
+                        return;
+                    }
+                };
+                let now = self.wall();
+                let Some(c) = self.containers.get(&id) else {
+                    return;
+                };
+                let mut status = c.status.clone();
+                status.pid = pid;
+                status.started_at = now.max(status.created_at);
+                self.persist(
+                    Step::StartPersist {
+                        id: id.clone(),
+                        req,
+                        status: status.clone(),
+                    },
+                    &id,
+                    PersistAction::Write(status),
+                );
+            }
+            Err(error) => {
+                let error = CommandError::Backend {
+                    op: "start container",
+                    target: id.to_string(),
+                    error,
+                };
+                self.start_rollback_task(id, req, error);
+            }
+        }
+    }
+
+    pub(crate) fn on_start_persist(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        status: crate::status::Status,
+        result: Result<(), PersistError>,
+    ) {
+        if let Err(error) = result {
+            let error = CommandError::Persist {
+                op: "start container",
+                error,
+            };
+            self.start_rollback_task(id, req, error);
+            return;
+        }
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
+        c.status = status;
+        c.guard = None;
+        let stop_after = c.stop_after_start.take();
+        let target = c.target();
+        self.arm_watch(&target);
+        self.event(target, EventKind::Started);
+        self.reply(req, Ok(Response::Done));
+        if let Some(timeout) = stop_after {
+            self.begin_stop(&id, timeout);
+        }
+        self.progress_sandbox_of(&id);
+    }
+
+    /// R2: delete the task with kill; NotFound means it never existed or is gone already.
+    fn start_rollback_task(&mut self, id: ContainerId, req: RequestId, error: CommandError) {
+        let target = crate::io::Target::Container(id.clone());
+        self.call(
+            Step::StartRollbackTask { id, req, error },
+            Call::DeleteTask { target, kill: true },
+        );
+    }
+
+    pub(crate) fn on_start_rollback_task(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+        result: Result<CallResult, BackendError>,
+    ) {
+        if let Err(e) = result
+            && !e.is_not_found()
+        {
+            // containerd only logs this and may leak the task; berth keeps deleting it in
+            // the background until it is gone.
+            let target = crate::io::Target::Container(id.clone());
+            self.schedule_cleanup(&target);
+        }
+        self.start_record_failure(id, req, error);
+    }
+
+    /// R1: record the failed start as EXITED 128 "StartError"; a write failure leaves the
+    /// container CREATED (memory follows the disk).
+    fn start_record_failure(&mut self, id: ContainerId, req: RequestId, error: CommandError) {
+        let now = self.wall();
+        let Some(c) = self.containers.get(&id) else {
+            self.reply(req, Err(error));
+            return;
+        };
+        let mut status = c.status.clone();
+        status.pid = 0;
+        status.finished_at = now.max(status.started_at).max(status.created_at).max(1);
+        status.exit_code = START_ERROR_EXIT_CODE;
+        status.reason = START_ERROR_REASON.to_owned();
+        status.message = error.to_string();
+        self.persist(
+            Step::StartRecordFailure {
+                id: id.clone(),
+                req,
+                error,
+                status: status.clone(),
+            },
+            &id,
+            PersistAction::Write(status),
+        );
+    }
+
+    pub(crate) fn on_start_record_failure(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+        status: crate::status::Status,
+        result: Result<(), PersistError>,
+    ) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            self.reply(req, Err(error));
+            return;
+        };
+        if result.is_ok() {
+            c.status = status;
+        }
+        c.guard = None;
+        c.stop_after_start = None;
+        let waiters = std::mem::take(&mut c.waiters);
+        let exited = c.state() == ContainerState::Exited;
+        if exited {
+            self.event(crate::io::Target::Container(id.clone()), EventKind::Stopped);
+        }
+        self.reply(req, Err(error));
+        // Nothing runs any more: stops waiting on this start are satisfied.
+        for w in waiters {
+            match w {
+                Waiter::Stop(r) => self.reply(r, Ok(Response::Done)),
+                Waiter::Remove(r) => self.begin_remove(&id, r),
+            }
+        }
+        self.progress_sandbox_of(&id);
+    }
+}

@@ -1,0 +1,143 @@
+//! StopContainer (spec §4.3), with berth's rule for a stop that races a start: the stop
+//! waits for the start to settle and then stops the container (containerd makes it a
+//! no-op and leaves the container running).
+//!
+//! The stop signal is sent at most once per container lifetime; SIGKILL follows after the
+//! timeout (a timer). The reply comes once the exit is durable. An UNKNOWN container is
+//! killed; if it has no task, berth records the lost exit (255 "Unknown").
+
+use std::time::Duration;
+
+use crate::error::CommandError;
+use crate::error::Guard;
+use crate::ids::{ContainerId, RequestId};
+use crate::io::{BackendError, Call, CallResult, Response, Target};
+use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::signal::SIGKILL;
+use crate::status::ContainerState;
+
+impl Machine {
+    pub(crate) fn stop_container(&mut self, req: RequestId, id: ContainerId, timeout: Duration) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            // Unknown ids succeed (containerd ≥ 1.6.35, 1.7.21, 2.0).
+            self.reply(req, Ok(Response::Done));
+            return;
+        };
+        if c.exit.is_some() {
+            c.waiters.push(Waiter::Stop(req));
+            return;
+        }
+        if c.guard == Some(Guard::Starting) {
+            c.waiters.push(Waiter::Stop(req));
+            c.stop_after_start = Some(c.stop_after_start.map_or(timeout, |t| t.min(timeout)));
+            return;
+        }
+        match c.state() {
+            ContainerState::Created | ContainerState::Exited => {
+                self.reply(req, Ok(Response::Done));
+            }
+            ContainerState::Running | ContainerState::Unknown => {
+                c.waiters.push(Waiter::Stop(req));
+                self.begin_stop(&id, timeout);
+            }
+        }
+    }
+
+    /// Sends the stop signal (once per lifetime) and arms SIGKILL after `timeout`; with a
+    /// zero timeout, or for an UNKNOWN container, sends SIGKILL at once.
+    pub(crate) fn begin_stop(&mut self, id: &ContainerId, timeout: Duration) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if c.exit.is_some() || c.state() == ContainerState::Exited {
+            return;
+        }
+        let target = c.target();
+        if timeout.is_zero() || c.state() == ContainerState::Unknown {
+            if !c.killing {
+                c.killing = true;
+                self.call(
+                    Step::Kill {
+                        id: id.clone(),
+                        signal: SIGKILL,
+                    },
+                    Call::KillTask {
+                        target,
+                        signal: SIGKILL,
+                    },
+                );
+            }
+            return;
+        }
+        if !c.stop_signaled {
+            c.stop_signaled = true;
+            let signal = c.meta.stop_signal;
+            self.call(
+                Step::Kill {
+                    id: id.clone(),
+                    signal,
+                },
+                Call::KillTask { target, signal },
+            );
+        }
+        self.arm(timeout, Timer::Escalate { id: id.clone() });
+    }
+
+    pub(crate) fn on_escalate(&mut self, id: ContainerId) {
+        self.begin_stop(&id, Duration::ZERO);
+    }
+
+    pub(crate) fn on_kill(
+        &mut self,
+        id: ContainerId,
+        signal: i32,
+        result: Result<CallResult, BackendError>,
+    ) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
+        if signal == SIGKILL {
+            c.killing = false;
+        }
+        let target = Target::Container(id.clone());
+        match result {
+            // The exit arrives through the watch; make sure there is one (an UNKNOWN
+            // container recovered through an error path may have none).
+            Ok(_) => self.arm_watch(&target),
+            // containerd says NotFound both for "no task" and for "process already
+            // finished": only an observation tells which, and keeps a real exit code.
+            Err(e) if e.is_not_found() => {
+                if c.watch.is_idle() {
+                    self.resync(target, 0);
+                }
+            }
+            Err(error) => {
+                let error = CommandError::Backend {
+                    op: "stop container",
+                    target: id.to_string(),
+                    error,
+                };
+                self.fail_stop(&id, error);
+            }
+        }
+    }
+
+    /// A stop failed: every request waiting for this container's exit gets the error.
+    fn fail_stop(&mut self, id: &ContainerId, error: CommandError) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let waiters = std::mem::take(&mut c.waiters);
+        let sandbox = c.meta.sandbox_id.clone();
+        self.disarm(|t| matches!(t, Timer::Escalate { id: e } if e == id));
+        for w in waiters {
+            match w {
+                Waiter::Stop(req) | Waiter::Remove(Some(req)) => {
+                    self.reply(req, Err(error.clone()))
+                }
+                Waiter::Remove(None) => {}
+            }
+        }
+        self.fail_sandbox_ops(&sandbox, &error);
+    }
+}
