@@ -35,6 +35,9 @@ impl Machine {
 
     /// Starts a `Tasks.Wait` for the target unless one is in flight or scheduled.
     pub(crate) fn arm_watch(&mut self, target: &Target) {
+        if self.is_finished(target) {
+            return;
+        }
         match self.lane_mut(target, LaneKind::Watch) {
             Some(lane) if lane.is_idle() => {}
             _ => return,

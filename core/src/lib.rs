@@ -72,6 +72,8 @@ mod signal;
 mod start;
 mod status;
 mod stop;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod validate;
 
 pub use checkpoint::{

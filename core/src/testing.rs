@@ -1,0 +1,657 @@
+//! A deterministic in-memory world for driving the machine in tests, fuzz targets and
+//! benchmarks (feature `testing`): a fake containerd (records, tasks, waits), a durable
+//! checkpoint map, a virtual clock, fault injection and a readable transcript.
+//!
+//! It plays containerd the way it was measured (recipes/containerd-from-rust.md): waits
+//! return a stored exit at once, Kill on a finished task is NotFound, deleting a record
+//! whose task lives orphans the task, a containerd restart breaks every wait.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::error::CommandError;
+use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::io::{
+    BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Now, PersistAction,
+    PersistError, Response, Target, TaskState,
+};
+use crate::machine::{Config, Machine};
+use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
+use crate::recovery::{CheckpointProblem, RecoveredContainer, RecoveredSandbox, RecoveryInput};
+use crate::status::{ExitStatus, Status};
+
+/// Wall clock at mono 0 in every world (2026-01-01T00:00:00Z).
+pub const WALL_BASE: i64 = 1_767_225_600_000_000_000;
+
+/// A fake task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeTask {
+    /// Created, not started.
+    Created(u32),
+    /// Running.
+    Running(u32),
+    /// Exited, not yet deleted.
+    Stopped(ExitStatus),
+}
+
+/// How a queued fault hits a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail before the call takes effect.
+    Before(BackendErrorKind),
+    /// The call takes effect, but its reply is lost (reported as Unavailable).
+    ReplyLost,
+}
+
+/// The world.
+#[derive(Debug)]
+pub struct World {
+    /// The machine under test.
+    pub machine: Machine,
+    /// The virtual clock.
+    pub now: Now,
+    /// Durable checkpoints.
+    pub disk: BTreeMap<ContainerId, Status>,
+    /// containerd records and the metadata stored with them.
+    pub records: BTreeMap<Target, RecordMeta>,
+    /// Tasks by owner.
+    pub tasks: BTreeMap<Target, FakeTask>,
+    /// Tasks whose record was deleted while they lived (leaks).
+    pub orphans: Vec<Target>,
+    /// Effects emitted and not yet carried out.
+    pub pending: Vec<Effect>,
+    waits: Vec<(OpId, Target)>,
+    /// Replies received.
+    pub replies: BTreeMap<RequestId, Result<Response, CommandError>>,
+    /// Readable log of everything that happened.
+    pub transcript: Vec<String>,
+    faults: BTreeMap<&'static str, VecDeque<Fault>>,
+    persist_faults: usize,
+    /// Real exits, by owner, in order (truth for checks).
+    pub exit_history: BTreeMap<Target, Vec<ExitStatus>>,
+    /// Processes that ignore SIGTERM (like a shell as PID 1 without a trap).
+    pub ignores_term: BTreeSet<Target>,
+    next_pid: u32,
+    next_req: u64,
+    /// Log every step into `transcript`.
+    pub logging: bool,
+}
+
+/// What a containerd record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordMeta {
+    /// A container's metadata.
+    Container(Box<ContainerMeta>),
+    /// A sandbox's metadata.
+    Sandbox(Box<SandboxMeta>),
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    /// An empty world at mono 0.
+    pub fn new() -> Self {
+        let now = Now::at(WALL_BASE, Duration::ZERO);
+        World {
+            machine: Machine::new(Config::default(), now),
+            now,
+            disk: BTreeMap::new(),
+            records: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            orphans: Vec::new(),
+            pending: Vec::new(),
+            waits: Vec::new(),
+            replies: BTreeMap::new(),
+            transcript: Vec::new(),
+            faults: BTreeMap::new(),
+            persist_faults: 0,
+            exit_history: BTreeMap::new(),
+            ignores_term: BTreeSet::new(),
+            next_pid: 100,
+            next_req: 1,
+            logging: true,
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        if self.logging {
+            self.transcript.push(line);
+        }
+    }
+
+    /// The transcript as one string.
+    pub fn transcript_text(&self) -> String {
+        let mut s = String::new();
+        for line in &self.transcript {
+            let _ = writeln!(s, "{line}");
+        }
+        s
+    }
+
+    /// Milliseconds since the world began, for readable timestamps.
+    pub fn rel(&self, wall: i64) -> String {
+        if wall == 0 {
+            "0".to_owned()
+        } else {
+            format!("+{}ms", (wall - WALL_BASE) / 1_000_000)
+        }
+    }
+
+    /// One status as a short line.
+    pub fn render_status(&self, s: &Status) -> String {
+        let mut out = format!(
+            "{} pid={} created={} started={} finished={} exit={} reason={:?}",
+            s.state().cri_name().trim_start_matches("CONTAINER_"),
+            s.pid,
+            self.rel(s.created_at),
+            self.rel(s.started_at),
+            self.rel(s.finished_at),
+            s.exit_code,
+            s.reason
+        );
+        if s.unknown {
+            out.push_str(" unknown");
+        }
+        out
+    }
+
+    /// Queues a fault for the next call with this verb (e.g. "Tasks.Start").
+    pub fn fail_next(&mut self, verb: &'static str, fault: Fault) {
+        self.faults.entry(verb).or_default().push_back(fault);
+    }
+
+    /// Makes the next `n` checkpoint writes or deletes fail.
+    pub fn fail_persists(&mut self, n: usize) {
+        self.persist_faults = n;
+    }
+
+    /// Sends a command; returns its request id.
+    pub fn command(&mut self, command: Command) -> RequestId {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        let line = format!("{} {req} {}", self.clock(), describe_command(&command));
+        self.log(line);
+        self.machine.handle_command(req, command, self.now);
+        self.collect();
+        req
+    }
+
+    fn clock(&self) -> String {
+        let ms = self.now.mono.as_millis();
+        format!("[{}.{:03}s]", ms / 1000, ms % 1000)
+    }
+
+    /// Moves emitted effects into `pending`, logging and answering replies.
+    pub fn collect(&mut self) {
+        while let Some(effect) = self.machine.poll_effect() {
+            match effect {
+                Effect::Reply { req, result } => {
+                    let line = match &result {
+                        Ok(r) => format!("  reply {req}: ok {r:?}"),
+                        Err(e) => format!("  reply {req}: error ({:?}) {e}", e.code()),
+                    };
+                    self.log(line);
+                    self.replies.insert(req, result);
+                }
+                other => self.pending.push(other),
+            }
+        }
+    }
+
+    /// Carries out pending effect number `i`.
+    pub fn execute(&mut self, i: usize) {
+        let effect = self.pending.remove(i);
+        match effect {
+            Effect::Call { op, call } => self.run_call(op, call),
+            Effect::Persist { op, id, action } => self.run_persist(op, id, action),
+            Effect::Reply { .. } => {}
+        }
+        self.collect();
+    }
+
+    /// Carries out every pending effect, first come first served, until none is left
+    /// (long-lived waits stay parked until their task exits).
+    pub fn settle(&mut self) {
+        let mut guard = 0;
+        while !self.pending.is_empty() {
+            self.execute(0);
+            guard += 1;
+            assert!(guard < 100_000, "the machine does not settle");
+        }
+    }
+
+    /// Advances the clock and fires due timers.
+    pub fn advance(&mut self, by: Duration) {
+        self.now = Now::at(WALL_BASE, self.now.mono + by);
+        self.machine.handle_timeout(self.now);
+        self.collect();
+    }
+
+    /// Advances to the machine's next timer, if any; returns false if none is armed.
+    pub fn advance_to_next_timer(&mut self) -> bool {
+        match self.machine.poll_timeout() {
+            Some(at) => {
+                let by = at.saturating_sub(self.now.mono);
+                self.advance(by);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take_fault(&mut self, verb: &'static str) -> Option<Fault> {
+        self.faults.get_mut(verb).and_then(VecDeque::pop_front)
+    }
+
+    fn run_call(&mut self, op: OpId, call: Call) {
+        let verb = call.verb();
+        let target = call.target();
+        if let Call::WaitTask(_) = &call
+            && self.faults.get(verb).is_none_or(VecDeque::is_empty)
+        {
+            match self.tasks.get(&target) {
+                Some(FakeTask::Stopped(exit)) => {
+                    let exit = *exit;
+                    self.feed_call(op, verb, &target, Ok(CallResult::Exited(exit)));
+                }
+                Some(_) => {
+                    self.log(format!("  call {op} {verb} {target} -> (waiting)"));
+                    self.waits.push((op, target));
+                }
+                None => {
+                    let e = self.err(BackendErrorKind::NotFound, verb, &target, "task not found");
+                    self.feed_call(op, verb, &target, Err(e));
+                }
+            }
+            return;
+        }
+        let result = match self.take_fault(verb) {
+            Some(Fault::Before(kind)) => Err(self.err(kind, verb, &target, "injected fault")),
+            Some(Fault::ReplyLost) => {
+                let _ = self.apply(&call);
+                Err(self.err(BackendErrorKind::Unavailable, verb, &target, "reply lost"))
+            }
+            None => self.apply(&call),
+        };
+        self.feed_call(op, verb, &target, result);
+    }
+
+    fn feed_call(
+        &mut self,
+        op: OpId,
+        verb: &str,
+        target: &Target,
+        result: Result<CallResult, BackendError>,
+    ) {
+        let shown = match &result {
+            Ok(CallResult::Done) => "ok".to_owned(),
+            Ok(CallResult::Pid(p)) => format!("ok pid {p}"),
+            Ok(CallResult::Exited(e)) => format!("exited {} at {}", e.code, self.rel(e.exited_at)),
+            Ok(CallResult::Task(t)) => format!("{t:?}"),
+            Err(e) => format!("error {}: {}", e.kind, e.message),
+        };
+        self.log(format!("  call {op} {verb} {target} -> {shown}"));
+        self.machine.handle_call(op, result, self.now);
+    }
+
+    fn err(&self, kind: BackendErrorKind, verb: &str, target: &Target, msg: &str) -> BackendError {
+        BackendError::new(kind, verb, target.as_str(), msg)
+    }
+
+    fn pid(&mut self) -> u32 {
+        self.next_pid += 1;
+        self.next_pid
+    }
+
+    /// Applies a call to the fake containerd.
+    fn apply(&mut self, call: &Call) -> Result<CallResult, BackendError> {
+        let verb = call.verb();
+        let target = call.target();
+        let not_found =
+            |w: &World, what: &str| Err(w.err(BackendErrorKind::NotFound, verb, &target, what));
+        match call {
+            Call::CreateContainer(meta) => {
+                if self.records.contains_key(&target) {
+                    return Err(self.err(
+                        BackendErrorKind::AlreadyExists,
+                        verb,
+                        &target,
+                        "already exists",
+                    ));
+                }
+                self.records
+                    .insert(target, RecordMeta::Container(meta.clone()));
+                Ok(CallResult::Done)
+            }
+            Call::CreateSandbox(meta) => {
+                if self.records.contains_key(&target) {
+                    return Err(self.err(
+                        BackendErrorKind::AlreadyExists,
+                        verb,
+                        &target,
+                        "already exists",
+                    ));
+                }
+                self.records
+                    .insert(target, RecordMeta::Sandbox(meta.clone()));
+                Ok(CallResult::Done)
+            }
+            Call::DeleteContainer(_) => {
+                if self.records.remove(&target).is_none() {
+                    return not_found(self, "container not found");
+                }
+                if let Some(task) = self.tasks.remove(&target)
+                    && !matches!(task, FakeTask::Stopped(_))
+                {
+                    self.orphans.push(target);
+                }
+                Ok(CallResult::Done)
+            }
+            Call::CreateTask(_) => {
+                if !self.records.contains_key(&target) {
+                    return not_found(self, "container not found");
+                }
+                if self.tasks.contains_key(&target) {
+                    return Err(self.err(
+                        BackendErrorKind::AlreadyExists,
+                        verb,
+                        &target,
+                        "task already exists",
+                    ));
+                }
+                let pid = self.pid();
+                self.tasks.insert(target, FakeTask::Created(pid));
+                Ok(CallResult::Pid(pid))
+            }
+            Call::StartTask(_) => match self.tasks.get(&target).copied() {
+                None => not_found(self, "task not found"),
+                Some(FakeTask::Created(pid)) => {
+                    self.tasks.insert(target, FakeTask::Running(pid));
+                    Ok(CallResult::Pid(pid))
+                }
+                Some(_) => Err(self.err(
+                    BackendErrorKind::Other,
+                    verb,
+                    &target,
+                    "cannot start a running or stopped process",
+                )),
+            },
+            Call::WaitTask(_) => unreachable!("waits are handled by run_call"),
+            Call::KillTask { signal, .. } => match self.tasks.get(&target).copied() {
+                None => not_found(self, "task not found"),
+                Some(FakeTask::Stopped(_)) => not_found(self, "process already finished"),
+                Some(_) => {
+                    if *signal == crate::signal::SIGKILL {
+                        self.exit_task(&target, 137);
+                    } else if !self.ignores_term.contains(&target) {
+                        self.exit_task(&target, 128 + signal);
+                    }
+                    Ok(CallResult::Done)
+                }
+            },
+            Call::DeleteTask { kill, .. } => match self.tasks.get(&target).copied() {
+                None => not_found(self, "task not found"),
+                Some(FakeTask::Stopped(_)) => {
+                    self.tasks.remove(&target);
+                    Ok(CallResult::Done)
+                }
+                Some(_) if *kill => {
+                    self.exit_task(&target, 137);
+                    self.tasks.remove(&target);
+                    Ok(CallResult::Done)
+                }
+                Some(_) => Err(self.err(
+                    BackendErrorKind::FailedPrecondition,
+                    verb,
+                    &target,
+                    "task must be stopped before deletion",
+                )),
+            },
+            Call::TaskStatus(_) => Ok(CallResult::Task(match self.tasks.get(&target) {
+                None => TaskState::NotFound,
+                Some(FakeTask::Created(pid)) => TaskState::Created { pid: *pid },
+                Some(FakeTask::Running(pid)) => TaskState::Running { pid: *pid },
+                Some(FakeTask::Stopped(e)) => TaskState::Stopped(*e),
+            })),
+        }
+    }
+
+    fn run_persist(&mut self, op: OpId, id: ContainerId, action: PersistAction) {
+        let shown = match &action {
+            PersistAction::Write(s) => format!("write {{{}}}", self.render_status(s)),
+            PersistAction::Delete => "delete".to_owned(),
+        };
+        let result = if self.persist_faults > 0 {
+            self.persist_faults -= 1;
+            Err(PersistError {
+                id: id.clone(),
+                message: "no space left on device (injected)".into(),
+            })
+        } else {
+            match action {
+                PersistAction::Write(s) => {
+                    self.disk.insert(id.clone(), s);
+                }
+                PersistAction::Delete => {
+                    self.disk.remove(&id);
+                }
+            }
+            Ok(())
+        };
+        let outcome = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("error: {}", e.message),
+        };
+        self.log(format!(
+            "  persist {op} container {id} {shown} -> {outcome}"
+        ));
+        self.machine.handle_persisted(op, result, self.now);
+    }
+
+    /// The task's process exits with `code` now (if it runs); waits return.
+    pub fn exit_task(&mut self, target: &Target, code: i32) {
+        let Some(task) = self.tasks.get(target).copied() else {
+            return;
+        };
+        if matches!(task, FakeTask::Stopped(_)) {
+            return;
+        }
+        let exit = ExitStatus::real(code, self.now.wall);
+        self.tasks.insert(target.clone(), FakeTask::Stopped(exit));
+        self.exit_history
+            .entry(target.clone())
+            .or_default()
+            .push(exit);
+        self.log(format!("{} process of {target} exits {code}", self.clock()));
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
+            .into_iter()
+            .partition(|(_, t)| t == target);
+        self.waits = rest;
+        for (op, t) in done {
+            self.feed_call(op, "Tasks.Wait", &t, Ok(CallResult::Exited(exit)));
+        }
+        self.collect();
+    }
+
+    /// containerd restarts: every in-flight wait breaks with Unavailable. Tasks live on.
+    pub fn restart_containerd(&mut self) {
+        self.log(format!("{} containerd restarts", self.clock()));
+        for (op, t) in std::mem::take(&mut self.waits) {
+            let e = self.err(
+                BackendErrorKind::Unavailable,
+                "Tasks.Wait",
+                &t,
+                "transport error",
+            );
+            self.feed_call(op, "Tasks.Wait", &t, Err(e));
+        }
+        self.collect();
+    }
+
+    /// The shim of a target dies: its task is gone (NotFound), waits break.
+    pub fn kill_shim(&mut self, target: &Target) {
+        self.log(format!("{} shim of {target} killed", self.clock()));
+        self.tasks.remove(target);
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
+            .into_iter()
+            .partition(|(_, t)| t == target);
+        self.waits = rest;
+        for (op, t) in done {
+            let e = self.err(
+                BackendErrorKind::Unavailable,
+                "Tasks.Wait",
+                &t,
+                "ttrpc: closed",
+            );
+            self.feed_call(op, "Tasks.Wait", &t, Err(e));
+        }
+        self.collect();
+    }
+
+    /// berth crashes (everything in memory and every effect not carried out is lost) and
+    /// recovers from the durable checkpoints and containerd's truth. `observe` can replace
+    /// an observation (to inject errors).
+    pub fn crash_and_recover(
+        &mut self,
+        observe: impl Fn(&Target) -> Option<Result<TaskState, BackendError>>,
+    ) {
+        self.log(format!("{} berth crashes and recovers", self.clock()));
+        self.pending.clear();
+        self.waits.clear();
+        let input = self.recovery_input(observe);
+        self.machine = Machine::recover(self.machine.config().clone(), input, self.now);
+        self.collect();
+    }
+
+    /// The recovery input a driver would build now.
+    pub fn recovery_input(
+        &self,
+        observe: impl Fn(&Target) -> Option<Result<TaskState, BackendError>>,
+    ) -> RecoveryInput {
+        let mut input = RecoveryInput::default();
+        for (target, meta) in &self.records {
+            let task = observe(target).unwrap_or_else(|| {
+                Ok(match self.tasks.get(target) {
+                    None => TaskState::NotFound,
+                    Some(FakeTask::Created(pid)) => TaskState::Created { pid: *pid },
+                    Some(FakeTask::Running(pid)) => TaskState::Running { pid: *pid },
+                    Some(FakeTask::Stopped(e)) => TaskState::Stopped(*e),
+                })
+            });
+            match meta {
+                RecordMeta::Sandbox(m) => input.sandboxes.push(RecoveredSandbox {
+                    meta: (**m).clone(),
+                    task,
+                }),
+                RecordMeta::Container(m) => input.containers.push(RecoveredContainer {
+                    meta: (**m).clone(),
+                    record_created_at: WALL_BASE,
+                    checkpoint: self
+                        .disk
+                        .get(&m.id)
+                        .cloned()
+                        .ok_or(CheckpointProblem::Missing),
+                    task,
+                }),
+            }
+        }
+        input
+    }
+
+    /// Runs a command to completion (settling every effect) and returns its reply.
+    pub fn run(&mut self, command: Command) -> Result<Response, CommandError> {
+        let req = self.command(command);
+        self.settle();
+        self.replies
+            .get(&req)
+            .cloned()
+            .unwrap_or_else(|| panic!("{req} got no reply:\n{}", self.transcript_text()))
+    }
+
+    /// Runs RunPodSandbox for a pod named `name`.
+    pub fn run_pod(&mut self, id: &str, name: &str) -> Result<Response, CommandError> {
+        self.run(Command::RunPodSandbox {
+            id: SandboxId::new(id).expect("valid id"),
+            config: Box::new(sandbox_config(name)),
+        })
+    }
+
+    /// Runs CreateContainer of a busybox container named `name`.
+    pub fn create(&mut self, id: &str, pod: &str, name: &str) -> Result<Response, CommandError> {
+        self.run(Command::CreateContainer {
+            id: ContainerId::new(id).expect("valid id"),
+            sandbox: SandboxId::new(pod).expect("valid id"),
+            config: Box::new(container_config(name)),
+        })
+    }
+
+    /// Runs StartContainer.
+    pub fn start(&mut self, id: &str) -> Result<Response, CommandError> {
+        self.run(Command::StartContainer(
+            ContainerId::new(id).expect("valid id"),
+        ))
+    }
+
+    /// The machine's status of a container.
+    pub fn status(&self, id: &str) -> Option<Status> {
+        self.machine
+            .container(&ContainerId::new(id).ok()?)
+            .map(|c| c.status().clone())
+    }
+
+    /// A container target.
+    pub fn ct(id: &str) -> Target {
+        Target::Container(ContainerId::new(id).expect("valid id"))
+    }
+
+    /// A sandbox target.
+    pub fn sb(id: &str) -> Target {
+        Target::Sandbox(SandboxId::new(id).expect("valid id"))
+    }
+}
+
+/// A valid sandbox config for a pod `name`.
+pub fn sandbox_config(name: &str) -> SandboxConfig {
+    SandboxConfig {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        namespace: "default".into(),
+        log_directory: format!("/var/log/pods/{name}"),
+        ..SandboxConfig::default()
+    }
+}
+
+/// A valid container config for a container `name`.
+pub fn container_config(name: &str) -> ContainerConfig {
+    ContainerConfig {
+        name: name.into(),
+        image: "busybox".into(),
+        log_path: format!("{name}.log"),
+        ..ContainerConfig::default()
+    }
+}
+
+fn describe_command(c: &Command) -> String {
+    match c {
+        Command::RunPodSandbox { id, config } => format!("RunPodSandbox {id} ({})", config.name),
+        Command::StopPodSandbox(id) => format!("StopPodSandbox {id}"),
+        Command::RemovePodSandbox(id) => format!("RemovePodSandbox {id}"),
+        Command::CreateContainer {
+            id,
+            sandbox,
+            config,
+        } => {
+            format!("CreateContainer {id} in {sandbox} ({})", config.name)
+        }
+        Command::StartContainer(id) => format!("StartContainer {id}"),
+        Command::StopContainer { id, timeout } => {
+            format!("StopContainer {id} timeout={}s", timeout.as_secs())
+        }
+        Command::RemoveContainer(id) => format!("RemoveContainer {id}"),
+    }
+}
