@@ -51,7 +51,7 @@ pub enum CheckpointError {
     },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Wire {
     #[serde(rename = "Version", skip_serializing_if = "Option::is_none")]
@@ -74,23 +74,6 @@ struct Wire {
     unknown: bool,
     #[serde(rename = "Resources")]
     resources: Option<Resources>,
-}
-
-impl Default for Wire {
-    fn default() -> Self {
-        Wire {
-            version: None,
-            pid: 0,
-            created_at: 0,
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            unknown: false,
-            resources: None,
-        }
-    }
 }
 
 /// Encodes a status record as a v1 checkpoint.

@@ -32,6 +32,8 @@ pub enum Guard {
     Removing,
     /// Recovery is still cleaning the container's task up.
     Recovering,
+    /// Its exit is being recorded.
+    Exiting,
 }
 
 impl std::fmt::Display for Guard {
@@ -40,6 +42,7 @@ impl std::fmt::Display for Guard {
             Guard::Starting => "starting",
             Guard::Removing => "removing",
             Guard::Recovering => "recovering",
+            Guard::Exiting => "its exit is being recorded",
         })
     }
 }

@@ -171,6 +171,14 @@ impl Machine {
             exit,
             lane: Lane::Idle,
         });
+        #[cfg(feature = "planted-bugs")]
+        if self
+            .config
+            .has_bug(crate::machine::PlantedBug::DeleteTaskBeforeExitPersisted)
+        {
+            let target = Target::Container(id.clone());
+            self.schedule_cleanup(&target);
+        }
         self.persist_exit(id.clone(), 0);
     }
 

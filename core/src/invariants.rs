@@ -69,9 +69,8 @@ impl Machine {
             }
             if c.exit.is_some() {
                 ensure!(
-                    matches!(s.state(), ContainerState::Running | ContainerState::Unknown),
-                    "container {id} records an exit in state {}",
-                    s.state()
+                    s.state() != ContainerState::Exited,
+                    "container {id} records a second exit"
                 );
                 ensure!(
                     c.guard != Some(Guard::Removing),

@@ -87,6 +87,8 @@ pub use io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind, Now,
     PersistAction, PersistError, Response, Target, TaskState,
 };
+#[cfg(feature = "planted-bugs")]
+pub use machine::PlantedBug;
 pub use machine::{Config, Container, Machine, Sandbox, SandboxState};
 pub use meta::{
     ContainerConfig, ContainerMeta, META_VERSION, MetaError, NamespaceMode, SandboxConfig,

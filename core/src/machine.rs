@@ -25,6 +25,21 @@ pub struct Config {
     /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
     /// second; waiting 5 minutes to notice an exit would be wrong).
     pub resync_backoff_max: Duration,
+    /// A deliberate bug to switch on, to prove that the checks catch it (feature
+    /// `planted-bugs`; never in a production build).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs modelled on real containerd bugs (feature `planted-bugs`).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// The task is deleted before the exit is persisted (containerd's order, spec §5.2):
+    /// a crash in between turns a real exit code into 255.
+    DeleteTaskBeforeExitPersisted,
+    /// Unknown is not persisted (containerd, spec §6.6).
+    UnknownNotPersisted,
 }
 
 impl Default for Config {
@@ -33,7 +48,17 @@ impl Default for Config {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             resync_backoff_max: Duration::from_secs(10),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
+    }
+}
+
+impl Config {
+    /// True if `bug` is switched on.
+    #[cfg(feature = "planted-bugs")]
+    pub fn has_bug(&self, bug: PlantedBug) -> bool {
+        self.planted_bug == Some(bug)
     }
 }
 
@@ -143,6 +168,19 @@ impl Container {
     /// The guard held by an in-flight operation, if any.
     pub fn guard(&self) -> Option<Guard> {
         self.guard
+    }
+
+    /// True while an exit is being recorded (persisted, then the task deleted): the
+    /// container is on its way to EXITED.
+    pub fn is_exiting(&self) -> bool {
+        self.exit.is_some()
+    }
+
+    /// False while recovery's rewrite of this container's record is not yet durable (the
+    /// disk failed and the write is being retried): a crash now would bring back the
+    /// previous record.
+    pub fn is_durable(&self) -> bool {
+        self.dirty.is_idle()
     }
 
     /// True while a RemoveContainer is in flight (CRI verbose info `removing`).

@@ -261,14 +261,23 @@ impl Machine {
             return;
         };
         let status = c.status.clone();
+        #[allow(unused_mut)]
+        let mut written = status.clone();
+        #[cfg(feature = "planted-bugs")]
+        if self
+            .config
+            .has_bug(crate::machine::PlantedBug::UnknownNotPersisted)
+        {
+            written.unknown = false;
+        }
         let op = self.persist(
             Step::RecoverPersist {
                 id: id.clone(),
                 attempt,
-                status: status.clone(),
+                status,
             },
             id,
-            PersistAction::Write(status),
+            PersistAction::Write(written),
         );
         if let Some(c) = self.containers.get_mut(id) {
             c.dirty = Lane::InFlight(op);

@@ -35,7 +35,8 @@ impl Machine {
             );
             return;
         }
-        if let Some(guard) = c.guard {
+        let guard = c.guard.or(c.exit.map(|_| Guard::Exiting));
+        if let Some(guard) = guard {
             self.reply(
                 req,
                 Err(CommandError::Busy {

@@ -72,6 +72,8 @@ pub struct World {
     pub exit_history: BTreeMap<Target, Vec<ExitStatus>>,
     /// Processes that ignore SIGTERM (like a shell as PID 1 without a trap).
     pub ignores_term: BTreeSet<Target>,
+    /// Owners whose shim was killed (their exit codes are lost for good).
+    pub shim_killed: BTreeSet<Target>,
     next_pid: u32,
     next_req: u64,
     /// Log every step into `transcript`.
@@ -96,9 +98,14 @@ impl Default for World {
 impl World {
     /// An empty world at mono 0.
     pub fn new() -> Self {
+        World::with_config(Config::default())
+    }
+
+    /// An empty world whose machine uses `config`.
+    pub fn with_config(config: Config) -> Self {
         let now = Now::at(WALL_BASE, Duration::ZERO);
         World {
-            machine: Machine::new(Config::default(), now),
+            machine: Machine::new(config, now),
             now,
             disk: BTreeMap::new(),
             records: BTreeMap::new(),
@@ -112,6 +119,7 @@ impl World {
             persist_faults: 0,
             exit_history: BTreeMap::new(),
             ignores_term: BTreeSet::new(),
+            shim_killed: BTreeSet::new(),
             next_pid: 100,
             next_req: 1,
             logging: true,
@@ -381,7 +389,13 @@ impl World {
                     "cannot start a running or stopped process",
                 )),
             },
-            Call::WaitTask(_) => unreachable!("waits are handled by run_call"),
+            // A wait with a fault queued: the stream breaks.
+            Call::WaitTask(_) => Err(self.err(
+                BackendErrorKind::Unavailable,
+                verb,
+                &target,
+                "stream broken",
+            )),
             Call::KillTask { signal, .. } => match self.tasks.get(&target).copied() {
                 None => not_found(self, "task not found"),
                 Some(FakeTask::Stopped(_)) => not_found(self, "process already finished"),
@@ -496,7 +510,9 @@ impl World {
     /// The shim of a target dies: its task is gone (NotFound), waits break.
     pub fn kill_shim(&mut self, target: &Target) {
         self.log(format!("{} shim of {target} killed", self.clock()));
-        self.tasks.remove(target);
+        if self.tasks.remove(target).is_some() {
+            self.shim_killed.insert(target.clone());
+        }
         let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
             .into_iter()
             .partition(|(_, t)| t == target);

@@ -177,7 +177,8 @@ mod tests {
     #[test]
     fn container_fields() {
         assert_eq!(validate_container_config(&container()), Ok(15));
-        let cases: Vec<(fn(&mut ContainerConfig), &str)> = vec![
+        type Mutation = fn(&mut ContainerConfig);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.name.clear(), "config.metadata.name"),
             (|c| c.image = " ".into(), "config.image.image"),
             (|c| c.log_path = "/abs.log".into(), "config.log_path"),

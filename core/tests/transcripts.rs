@@ -47,7 +47,8 @@ fn start_succeeds_then_exits_and_is_removed() {
 #[test]
 fn start_fails_at_each_step() {
     let mut out = String::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut World)>)> = vec![
+    type Setup = Box<dyn Fn(&mut World)>;
+    let cases: Vec<(&str, Setup)> = vec![
         (
             "Tasks.Create fails",
             Box::new(|w: &mut World| {
@@ -139,7 +140,7 @@ fn stop_racing_start_ends_stopped() {
         timeout: Duration::from_secs(10),
     });
     assert!(
-        w.replies.get(&stop).is_none(),
+        !w.replies.contains_key(&stop),
         "stop must wait for the start"
     );
     w.settle();
@@ -162,7 +163,7 @@ fn stop_escalates_to_sigkill_after_the_timeout() {
         timeout: Duration::from_secs(30),
     });
     w.settle();
-    assert!(w.replies.get(&stop).is_none());
+    assert!(!w.replies.contains_key(&stop));
     // A second stop does not send the signal again.
     let again = w.command(Command::StopContainer {
         id: cid("c1"),
