@@ -328,6 +328,15 @@ impl ContainerdBackend {
             )
             .await;
         if let Err(e) = created {
+            // Unavailable or DeadlineExceeded: the record may exist after all (applied, reply
+            // lost); keep the snapshot it would reference. If it does not exist, the expiring
+            // lease leaves the snapshot to containerd's garbage collector.
+            if matches!(
+                e.kind,
+                BackendErrorKind::Unavailable | BackendErrorKind::DeadlineExceeded
+            ) {
+                return Err(e);
+            }
             if let Err(r) = self.remove_snapshot(&cfg.snapshotter, rec.id).await {
                 tracing::warn!(id = rec.id, error = %r, "snapshot of a failed create not removed");
             }
