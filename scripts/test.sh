@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# berth's whole test suite. Installs what it needs on a fresh Debian 12 (as root), then runs
+# formatting and lint gates, every unit, snapshot, property and integration test (the
+# integration tests start private containerd instances), the planted-bug check and the
+# fuzz corpus replay.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth-target}"
+export CARGO_TERM_COLOR=never
+
+echo "== format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p berth-core --all-targets --features testing,planted-bugs -- -D warnings
+
+echo "== tests (unit, snapshot, property, integration against a private containerd)"
+cargo test --workspace
+
+echo "== the property test must catch a planted bug"
+cargo test -p berth-core --features planted-bugs --test model planted_bug_is_caught -- --nocapture
+
+if [ -f fuzz/Cargo.toml ] && [ -d fuzz/tests ]; then
+  echo "== fuzz corpus replay (stable)"
+  cargo test --manifest-path fuzz/Cargo.toml
+fi
