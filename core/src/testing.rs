@@ -68,8 +68,10 @@ pub struct World {
     pub transcript: Vec<String>,
     faults: BTreeMap<&'static str, VecDeque<Fault>>,
     persist_faults: usize,
-    /// Real exits, by owner, in order (truth for checks).
+    /// Real exits of started processes, by owner, in order (truth for checks).
     pub exit_history: BTreeMap<Target, Vec<ExitStatus>>,
+    /// Exits of created, never started tasks that were killed (`runc init` ended).
+    pub init_exits: BTreeMap<Target, Vec<ExitStatus>>,
     /// Processes that ignore SIGTERM (like a shell as PID 1 without a trap).
     pub ignores_term: BTreeSet<Target>,
     /// Owners whose shim was killed (their exit codes are lost for good).
@@ -118,6 +120,7 @@ impl World {
             faults: BTreeMap::new(),
             persist_faults: 0,
             exit_history: BTreeMap::new(),
+            init_exits: BTreeMap::new(),
             ignores_term: BTreeSet::new(),
             shim_killed: BTreeSet::new(),
             next_pid: 100,
@@ -401,9 +404,9 @@ impl World {
                 Some(FakeTask::Stopped(_)) => not_found(self, "process already finished"),
                 Some(_) => {
                     if *signal == crate::signal::SIGKILL {
-                        self.exit_task(&target, 137);
+                        self.end_task(&target, 137);
                     } else if !self.ignores_term.contains(&target) {
-                        self.exit_task(&target, 128 + signal);
+                        self.end_task(&target, 128 + signal);
                     }
                     Ok(CallResult::Done)
                 }
@@ -415,7 +418,7 @@ impl World {
                     Ok(CallResult::Done)
                 }
                 Some(_) if *kill => {
-                    self.exit_task(&target, 137);
+                    self.end_task(&target, 137);
                     self.tasks.remove(&target);
                     Ok(CallResult::Done)
                 }
@@ -467,20 +470,29 @@ impl World {
         self.machine.handle_persisted(op, result, self.now);
     }
 
-    /// The task's process exits with `code` now (if it runs); waits return.
+    /// The task's process exits on its own with `code` now (only a running process can);
+    /// waits return.
     pub fn exit_task(&mut self, target: &Target, code: i32) {
+        if matches!(self.tasks.get(target), Some(FakeTask::Running(_))) {
+            self.end_task(target, code);
+        }
+    }
+
+    /// Ends a created or running task with `code` (a signal, or the process exiting).
+    fn end_task(&mut self, target: &Target, code: i32) {
         let Some(task) = self.tasks.get(target).copied() else {
             return;
         };
-        if matches!(task, FakeTask::Stopped(_)) {
-            return;
-        }
         let exit = ExitStatus::real(code, self.now.wall);
+        let history = match task {
+            FakeTask::Stopped(_) => return,
+            FakeTask::Running(_) => &mut self.exit_history,
+            // Killing a created task ends `runc init`: containerd reports an exit, but no
+            // process of the container ever ran.
+            FakeTask::Created(_) => &mut self.init_exits,
+        };
+        history.entry(target.clone()).or_default().push(exit);
         self.tasks.insert(target.clone(), FakeTask::Stopped(exit));
-        self.exit_history
-            .entry(target.clone())
-            .or_default()
-            .push(exit);
         self.log(format!("{} process of {target} exits {code}", self.clock()));
         let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
             .into_iter()

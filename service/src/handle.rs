@@ -1,0 +1,222 @@
+//! The async API of the CRI verbs: what berthd and the simulator's clients call.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_core::{
+    Command, ContainerConfig, ContainerId, ContainerMeta, ContainerState, Event, ExitStatus,
+    Response, SandboxConfig, SandboxId, SandboxMeta, SandboxState, Status,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::ServiceError;
+
+/// A container as CRI sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerView {
+    /// Its metadata (config, sandbox, name, log path).
+    pub meta: ContainerMeta,
+    /// Its status record.
+    pub status: Status,
+    /// Derived state.
+    pub state: ContainerState,
+    /// A RemoveContainer is in flight (verbose info).
+    pub removing: bool,
+}
+
+/// A sandbox as CRI sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxView {
+    /// Its metadata.
+    pub meta: SandboxMeta,
+    /// Its state.
+    pub state: SandboxState,
+    /// Pause pid while Ready.
+    pub pid: u32,
+    /// How its pause task ended, if it did.
+    pub exit: Option<ExitStatus>,
+}
+
+/// ListContainers filter; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerFilter {
+    /// Id or unique id prefix.
+    pub id: Option<String>,
+    /// State.
+    pub state: Option<ContainerState>,
+    /// Sandbox id or prefix.
+    pub sandbox: Option<String>,
+    /// Labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// ListPodSandbox filter; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxFilter {
+    /// Id or prefix.
+    pub id: Option<String>,
+    /// State.
+    pub state: Option<SandboxState>,
+    /// Labels that must all be present with these values.
+    pub labels: BTreeMap<String, String>,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
+
+/// What a handle asks the driver.
+pub(crate) enum Request {
+    Command(Command, Reply<Response>),
+    /// A command addressed by id or prefix, resolved by the driver.
+    ByPrefix(PrefixCommand, String, Reply<Response>),
+    ContainerStatus(String, Reply<ContainerView>),
+    ListContainers(ContainerFilter, Reply<Vec<ContainerView>>),
+    SandboxStatus(String, Reply<SandboxView>),
+    ListSandboxes(SandboxFilter, Reply<Vec<SandboxView>>),
+    NewContainerId(Reply<ContainerId>),
+    NewSandboxId(Reply<SandboxId>),
+}
+
+/// Commands that take an existing object's id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PrefixCommand {
+    Start,
+    Stop(Duration),
+    Remove,
+    StopSandbox,
+    RemoveSandbox,
+}
+
+/// A cheap, cloneable handle to a running service.
+#[derive(Clone)]
+pub struct ServiceHandle {
+    pub(crate) requests: mpsc::UnboundedSender<Request>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) ready: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl ServiceHandle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
+    /// RunPodSandbox: returns the new sandbox's id once its pause task runs.
+    pub async fn run_pod_sandbox(&self, config: SandboxConfig) -> Result<SandboxId, ServiceError> {
+        let id = self.ask(Request::NewSandboxId).await?;
+        let command = Command::RunPodSandbox {
+            id,
+            config: Box::new(config),
+        };
+        match self.ask(|r| Request::Command(command, r)).await? {
+            Response::SandboxCreated(id) => Ok(id),
+            _ => Err(ServiceError::Stopped),
+        }
+    }
+
+    /// StopPodSandbox (unknown ids succeed).
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::StopSandbox, id).await
+    }
+
+    /// RemovePodSandbox (unknown ids succeed).
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::RemoveSandbox, id).await
+    }
+
+    /// CreateContainer: returns the new container's id.
+    pub async fn create_container(
+        &self,
+        sandbox: &str,
+        config: ContainerConfig,
+    ) -> Result<ContainerId, ServiceError> {
+        let sandbox = self.sandbox_status(sandbox).await?.meta.id;
+        let id = self.ask(Request::NewContainerId).await?;
+        let command = Command::CreateContainer {
+            id,
+            sandbox,
+            config: Box::new(config),
+        };
+        match self.ask(|r| Request::Command(command, r)).await? {
+            Response::ContainerCreated(id) => Ok(id),
+            _ => Err(ServiceError::Stopped),
+        }
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&self, id: &str) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::Start, id).await
+    }
+
+    /// StopContainer with a grace period (unknown ids succeed).
+    pub async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::Stop(timeout), id).await
+    }
+
+    /// RemoveContainer (unknown ids succeed).
+    pub async fn remove_container(&self, id: &str) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::Remove, id).await
+    }
+
+    async fn by_prefix(&self, command: PrefixCommand, id: &str) -> Result<(), ServiceError> {
+        self.ask(|r| Request::ByPrefix(command, id.to_owned(), r))
+            .await
+            .map(|_| ())
+    }
+
+    /// ContainerStatus by id or unique prefix.
+    pub async fn container_status(&self, id: &str) -> Result<ContainerView, ServiceError> {
+        self.ask(|r| Request::ContainerStatus(id.to_owned(), r))
+            .await
+    }
+
+    /// ListContainers.
+    pub async fn list_containers(
+        &self,
+        filter: ContainerFilter,
+    ) -> Result<Vec<ContainerView>, ServiceError> {
+        self.ask(|r| Request::ListContainers(filter, r)).await
+    }
+
+    /// PodSandboxStatus by id or unique prefix.
+    pub async fn sandbox_status(&self, id: &str) -> Result<SandboxView, ServiceError> {
+        self.ask(|r| Request::SandboxStatus(id.to_owned(), r)).await
+    }
+
+    /// ListPodSandbox.
+    pub async fn list_sandboxes(
+        &self,
+        filter: SandboxFilter,
+    ) -> Result<Vec<SandboxView>, ServiceError> {
+        self.ask(|r| Request::ListSandboxes(filter, r)).await
+    }
+
+    /// The CRI event stream (created, started, stopped, deleted). A slow receiver misses
+    /// events rather than slowing the service down.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// True once recovery has finished.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until recovery has finished.
+    pub async fn wait_ready(&self) -> Result<(), ServiceError> {
+        let mut ready = self.ready.clone();
+        while !*ready.borrow_and_update() {
+            ready.changed().await.map_err(|_| ServiceError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: no container is killed; exit monitors stop; in-flight requests
+    /// get [`ServiceError::Stopped`].
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
