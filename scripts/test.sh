@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth-target}"
 export CARGO_TERM_COLOR=never
+log=$(mktemp /tmp/berth-test-XXXXXX.log)
+exec > >(tee "$log") 2>&1
+summary() {
+  # One closing line over every test binary run above.
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+       END { printf "%d passed, %d failed\n", p, f }' "$log"
+}
+trap 'status=$?; echo "== summary"; summary; exit $status' EXIT
 
 echo "== format and lint"
 cargo fmt --all -- --check
