@@ -30,6 +30,8 @@ echo "== the property test must catch a planted bug"
 cargo test -p berth-core --features planted-bugs --test model planted_bug_is_caught -- --nocapture
 
 if [ -f fuzz/Cargo.toml ] && [ -d fuzz/tests ]; then
-  echo "== fuzz corpus replay (stable)"
+  echo "== fuzz crate: lint and corpus replay (stable)"
+  cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+  cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
   cargo test --manifest-path fuzz/Cargo.toml
 fi
