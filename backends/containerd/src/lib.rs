@@ -34,6 +34,7 @@ mod config;
 mod container;
 mod error;
 mod image;
+pub mod logio;
 pub mod spec;
 pub mod store;
 mod task;

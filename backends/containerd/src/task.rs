@@ -1,6 +1,10 @@
-//! Tasks: create (snapshot mounts + log file), start, wait, kill, delete, status.
-
-use std::path::Path;
+//! Tasks: create (snapshot mounts + log FIFOs), start, wait, kill, delete, status.
+//!
+//! A CRI container with a log path gets its stdout and stderr through FIFOs that a copier
+//! of this process turns into CRI log records (`crate::logio`): made before
+//! `Tasks.Create`, drained when `Tasks.Wait` reports the exit, re-attached when `Tasks.Get`
+//! or `Tasks.Wait` meets a task no copier reads (after a restart), removed after
+//! `Tasks.Delete`.
 
 use berth_backend::{BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Target, TaskState};
 use containerd_client::services::v1::snapshots::MountsRequest;
@@ -16,12 +20,11 @@ use crate::time::unix_nanos;
 
 /// SIGKILL.
 const SIGKILL: u32 = 9;
-/// Mode of a container log file berth creates.
-const LOG_FILE_MODE: u32 = 0o640;
 
 impl ContainerdBackend {
     /// `Tasks.Create` with the record's snapshot mounts as rootfs and, for a CRI container
-    /// with a log path, that file (created if missing) as stdout and stderr.
+    /// with a log path, two FIFOs as stdout and stderr whose copier writes that file (created
+    /// if missing) in the CRI log format.
     pub(crate) async fn create_task_for(&self, target: &Target) -> Result<u32, BackendError> {
         const VERB: &str = "Tasks.Create";
         let id = target.as_str();
@@ -40,11 +43,6 @@ impl ContainerdBackend {
                     .log_path
             }
         };
-        if !log_path.is_empty() {
-            open_log(&log_path)
-                .await
-                .map_err(|why| local(BackendErrorKind::Other, VERB, id, why))?;
-        }
         if rec.snapshot_key.is_empty() {
             return Err(local(
                 BackendErrorKind::FailedPrecondition,
@@ -64,6 +62,16 @@ impl ContainerdBackend {
             )
             .await?
             .mounts;
+        let fifos = if log_path.is_empty() {
+            None
+        } else {
+            Some(
+                self.prepare_log_io(id, &log_path)
+                    .await
+                    .map_err(|e| local(BackendErrorKind::Other, VERB, id, e.to_string()))?,
+            )
+        };
+        let (stdout, stderr) = fifos.map(|f| (f.stdout, f.stderr)).unwrap_or_default();
         let created = self
             .rpc(
                 VERB,
@@ -72,13 +80,26 @@ impl ContainerdBackend {
                 c.tasks().create(c.request(CreateTaskRequest {
                     container_id: id.to_owned(),
                     rootfs: mounts,
-                    stdout: log_path.clone(),
-                    stderr: log_path,
+                    stdout,
+                    stderr,
                     ..CreateTaskRequest::default()
                 })),
             )
-            .await?;
-        Ok(created.pid)
+            .await;
+        match created {
+            Ok(created) => Ok(created.pid),
+            Err(e) => {
+                // The task may exist after a lost reply or a deadline: keep its copier then;
+                // Tasks.Delete releases it.
+                if !matches!(
+                    e.kind,
+                    BackendErrorKind::DeadlineExceeded | BackendErrorKind::Unavailable
+                ) {
+                    self.release_logs(id).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `Tasks.Start`; returns the pid.
@@ -98,8 +119,10 @@ impl ContainerdBackend {
     }
 
     /// `Tasks.Wait` without a deadline. Only a reply is an exit: a broken stream is an
-    /// error (`Unavailable`, see [`crate::map_status`]).
+    /// error (`Unavailable`, see [`crate::map_status`]). The log holds the task's output
+    /// when the exit is returned.
     pub(crate) async fn wait(&self, id: &str) -> Result<ExitStatus, BackendError> {
+        self.ensure_logs_attached(id);
         let c = self.client();
         let reply = c
             .tasks()
@@ -110,6 +133,7 @@ impl ContainerdBackend {
             .await
             .map_err(|s| map_status(&s, "Tasks.Wait", id))?
             .into_inner();
+        self.sync_logs(id).await;
         Ok(exit(reply.exit_status, reply.exited_at.as_ref()))
     }
 
@@ -167,15 +191,27 @@ impl ContainerdBackend {
                 _ => {}
             }
         }
-        self.call(
-            "Tasks.Delete",
-            id,
-            c.tasks().delete(c.request(DeleteTaskRequest {
-                container_id: id.to_owned(),
-            })),
-        )
-        .await?;
-        Ok(())
+        let deleted = self
+            .call(
+                "Tasks.Delete",
+                id,
+                c.tasks().delete(c.request(DeleteTaskRequest {
+                    container_id: id.to_owned(),
+                })),
+            )
+            .await;
+        match deleted {
+            Ok(_) => {
+                self.release_logs(id).await;
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_not_found() {
+                    self.release_logs(id).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// `Tasks.Get` as a [`TaskState`]; NotFound (no task, or no record) is a state.
@@ -203,6 +239,7 @@ impl ContainerdBackend {
                 )
             })?,
         };
+        self.ensure_logs_attached(id);
         Ok(match process.status() {
             ProcessStatus::Created => TaskState::Created { pid: process.pid },
             ProcessStatus::Running => TaskState::Running { pid: process.pid },
@@ -219,26 +256,4 @@ impl ContainerdBackend {
 /// A real exit; a zero `exited_at` (Go's zero time) is reported as 0 ("unknown time").
 fn exit(code: u32, at: Option<&prost_types::Timestamp>) -> ExitStatus {
     ExitStatus::real(code as i32, unix_nanos(at).unwrap_or(0))
-}
-
-/// Creates the log file (and its parent directories) if missing; the shim opens it
-/// `O_APPEND` and does not create it.
-async fn open_log(path: &str) -> Result<(), String> {
-    let p = Path::new(path);
-    if !p.is_absolute() {
-        return Err(format!("log path {path:?} is not absolute"));
-    }
-    if let Some(dir) = p.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("create log directory {}: {e}", dir.display()))?;
-    }
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(LOG_FILE_MODE)
-        .open(p)
-        .await
-        .map_err(|e| format!("create log file {path}: {e}"))?;
-    Ok(())
 }
