@@ -1,0 +1,47 @@
+//! berth-daemon: `berthd`, berth's CRI v1 RuntimeService on a unix socket, and `berth`, a
+//! small CRI client for nodes without crictl.
+//!
+//! # Contract
+//!
+//! - [`daemon::run`] serves the CRI v1 `RuntimeService` ([`server::Cri`]) on
+//!   [`config::Config::socket`] (mode 0660; a stale socket file is replaced, a live one
+//!   refused, see [`socket`]) on top of berth-service, the containerd backend and the file
+//!   checkpoint store. It answers `Unavailable` until it is connected to containerd and
+//!   recovery has finished, and shuts down gracefully on SIGTERM or SIGINT: containers keep
+//!   running and their logs are picked up again by the next berthd.
+//! - Every request is validated before the service sees it ([`validate`]): a malformed
+//!   request is `InvalidArgument` naming the CRI field and changes nothing.
+//! - Every failure is an [`error::ApiError`]; [`error::to_status`] is the one place where it
+//!   becomes a gRPC status.
+//! - Container stdout/stderr reach the CRI log path in the CRI log format
+//!   (`berth_containerd::logio`); [`crilog`] parses that format back.
+//! - [`client::connect`] gives a CRI client over the socket (the CLI, the tests and the
+//!   benchmark use it); [`cli`] is the `berth` command.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use k8s_cri::v1::VersionRequest;
+//! let mut cri = berth_daemon::client::connect("/run/berth/berth.sock").await?;
+//! let v = cri.version(VersionRequest::default()).await?.into_inner();
+//! println!("{} {}", v.runtime_name, v.runtime_version);
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod crilog;
+pub mod daemon;
+pub mod error;
+pub mod server;
+pub mod socket;
+pub mod update;
+pub mod validate;
+
+/// The runtime name berthd reports in `Version`.
+pub const RUNTIME_NAME: &str = "berth";
+/// The CRI API version berthd serves.
+pub const CRI_API_VERSION: &str = "v1";
+/// The only runtime handler berthd knows (runc through containerd's runc shim v2).
+pub const RUNTIME_HANDLER: &str = "runc";
