@@ -311,16 +311,26 @@ impl Machine {
                 self.arm(
                     delay,
                     Timer::RetryCleanup {
-                        target,
+                        target: target.clone(),
                         attempt: attempt + 1,
                     },
                 );
+                if let Target::Container(id) = &target {
+                    let id = id.clone();
+                    self.resume_remove_after_cleanup(&id);
+                }
                 return;
             }
         }
-        if let Target::Sandbox(id) = &target {
-            let id = id.clone();
-            self.progress_sandbox(&id);
+        match &target {
+            Target::Sandbox(id) => {
+                let id = id.clone();
+                self.progress_sandbox(&id);
+            }
+            Target::Container(id) => {
+                let id = id.clone();
+                self.resume_remove_after_cleanup(&id);
+            }
         }
     }
 }

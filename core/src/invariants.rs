@@ -77,6 +77,12 @@ impl Machine {
                     "container {id} is removed while its exit is being recorded"
                 );
             }
+            if c.remove_after_cleanup.is_some() {
+                ensure!(
+                    c.guard == Some(Guard::Removing),
+                    "container {id} has a removal queued without the removing guard"
+                );
+            }
             if c.stop_after_start.is_some() {
                 ensure!(
                     c.guard == Some(Guard::Starting),

@@ -131,6 +131,9 @@ pub struct Container {
     pub(crate) exit: Option<PendingExit>,
     pub(crate) cleanup: Lane,
     pub(crate) waiters: Vec<Waiter>,
+    /// A removal waiting for the background task delete in flight (two deletes of one task
+    /// at once make the loser fail with "ttrpc: closed" when the shim goes away).
+    pub(crate) remove_after_cleanup: Option<Option<RequestId>>,
 }
 
 impl Container {
@@ -147,6 +150,7 @@ impl Container {
             exit: None,
             cleanup: Lane::Idle,
             waiters: Vec::new(),
+            remove_after_cleanup: None,
         }
     }
 
@@ -459,7 +463,32 @@ impl Machine {
     /// may deliver a result after the machine was rebuilt).
     pub fn handle_call(&mut self, op: OpId, result: Result<CallResult, BackendError>, now: Now) {
         self.tick(now);
-        self.recovery_outstanding.remove(&op);
+        let first_op = self.next_op;
+        let from_recovery = self.recovery_outstanding.remove(&op);
+        self.handle_call_step(op, result);
+        if from_recovery {
+            self.chain_recovery(first_op);
+        }
+    }
+
+    /// Recovery is over only when its follow-up steps (a checkpoint rewrite after a task
+    /// delete) have had an outcome too.
+    fn chain_recovery(&mut self, first_op: u64) {
+        let follow_ups: Vec<OpId> = self
+            .steps
+            .range(OpId(first_op)..)
+            .filter(|(_, s)| {
+                matches!(
+                    s,
+                    Step::RecoverPersist { .. } | Step::RecoverTaskDelete { .. }
+                )
+            })
+            .map(|(op, _)| *op)
+            .collect();
+        self.recovery_outstanding.extend(follow_ups);
+    }
+
+    fn handle_call_step(&mut self, op: OpId, result: Result<CallResult, BackendError>) {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
@@ -509,7 +538,15 @@ impl Machine {
     /// Input: the outcome of a [`Effect::Persist`] emitted as `op`.
     pub fn handle_persisted(&mut self, op: OpId, result: Result<(), PersistError>, now: Now) {
         self.tick(now);
-        self.recovery_outstanding.remove(&op);
+        let first_op = self.next_op;
+        let from_recovery = self.recovery_outstanding.remove(&op);
+        self.handle_persisted_step(op, result);
+        if from_recovery {
+            self.chain_recovery(first_op);
+        }
+    }
+
+    fn handle_persisted_step(&mut self, op: OpId, result: Result<(), PersistError>) {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };

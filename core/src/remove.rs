@@ -68,6 +68,29 @@ impl Machine {
             return;
         }
         c.guard = Some(Guard::Removing);
+        if matches!(c.cleanup, crate::machine::Lane::InFlight(_)) {
+            c.remove_after_cleanup = Some(req);
+            return;
+        }
+        let target = c.target();
+        self.call(
+            Step::RemoveTask {
+                id: id.clone(),
+                req,
+            },
+            Call::DeleteTask { target, kill: true },
+        );
+    }
+
+    /// The background task delete a removal waited for has finished: the removal goes on
+    /// with its own delete (a no-op NotFound if the background one succeeded).
+    pub(crate) fn resume_remove_after_cleanup(&mut self, id: &ContainerId) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        let Some(req) = c.remove_after_cleanup.take() else {
+            return;
+        };
         let target = c.target();
         self.call(
             Step::RemoveTask {

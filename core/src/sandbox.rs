@@ -322,10 +322,14 @@ impl Machine {
             }
             return;
         }
-        // 4. the pause task and record deleted.
+        // 4. the pause task and record deleted (after any background delete of the pause
+        // task: two deletes at once fail one of them when the shim exits).
         let Some(s) = self.sandboxes.get_mut(id) else {
             return;
         };
+        if matches!(s.cleanup, crate::machine::Lane::InFlight(_)) {
+            return;
+        }
         if !s.deleting {
             s.deleting = true;
             self.call(
