@@ -1,0 +1,834 @@
+//! The synchronous heart of the simulated containerd: records, per-pod shims, tasks and
+//! processes, and the truth log. No clock of its own: every method takes `now`, and
+//! process exits are applied lazily by [`Model::settle`] from their deadlines, so the model
+//! needs no background task and survives the berth "node" being killed.
+
+use std::collections::BTreeMap;
+
+use berth_backend::{
+    BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Listed, Listing, SandboxMeta,
+    TaskState,
+};
+use berth_core::{SIGKILL, SandboxId, Target};
+use tokio::time::Instant;
+
+use crate::clock::SimClock;
+use crate::config::SimConfig;
+use crate::error::HookError;
+use crate::truth::{
+    ExitCause, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath, ShimState,
+    ShimTruth, TaskTruth, Truth,
+};
+
+/// containerd's namespace, as it appears in its error messages.
+const NAMESPACE: &str = "berth";
+
+/// Exit status of a task killed by SIGKILL.
+pub(crate) const KILLED: i32 = 128 + SIGKILL;
+/// Exit status of a created (never started) task that got a catchable signal (measured:
+/// SIGTERM to a CREATED task gave 2).
+const CREATED_SIGNALLED: i32 = 2;
+
+/// Signals whose default action is to ignore or stop, never to terminate.
+const HARMLESS_SIGNALS: &[i32] = &[17, 18, 19, 20, 21, 22, 23, 28];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proc {
+    Created,
+    Running { exit_at: Option<Instant> },
+    Stopped(ExitStatus),
+}
+
+#[derive(Debug, Clone)]
+struct Task {
+    seq: u64,
+    target: Target,
+    pod: SandboxId,
+    shim: u64,
+    pid: u32,
+    proc: Proc,
+    plan: ProcessPlan,
+    started_at: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Shim {
+    seq: u64,
+    started_at: i64,
+    state: ShimState,
+    /// Until when containerd still tries to reach the dead shim ("ttrpc: closed").
+    cleanup_until: Option<Instant>,
+}
+
+/// What a wait finds when it begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitBegin {
+    /// The task has exited already.
+    Exited(ExitStatus),
+    /// The task lives: block on task number `seq`.
+    Blocked { seq: u64 },
+}
+
+/// What a blocked wait finds when it looks again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WaitPoll {
+    /// The wait ends.
+    Done(Result<ExitStatus, BackendError>),
+    /// Still running; it exits on its own at this instant, if ever.
+    Until(Option<Instant>),
+}
+
+/// Something the chaos draw can pick.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChaosCandidates {
+    /// Pods with a live shim.
+    pub pods: Vec<SandboxId>,
+    /// Running CRI containers (pause processes are left alone).
+    pub running: Vec<Target>,
+}
+
+/// The simulated containerd.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub clock: SimClock,
+    cfg: SimConfig,
+    records: BTreeMap<String, RecordTruth>,
+    tasks: BTreeMap<String, Task>,
+    shims: BTreeMap<SandboxId, Shim>,
+    plans: BTreeMap<String, ProcessPlan>,
+    exits: Vec<RealExit>,
+    exit_of_task: BTreeMap<u64, usize>,
+    shim_deaths: Vec<ShimDeath>,
+    restarts: Vec<Restart>,
+    /// Tasks killed with their shim that containerd has not cleaned up yet.
+    dying: BTreeMap<String, Instant>,
+    next_pid: u32,
+    next_task: u64,
+    next_shim: u64,
+    /// containerd's incarnation: a restart bumps it and breaks every stream of the old one.
+    pub epoch: u64,
+    down_until: Option<Instant>,
+}
+
+fn err(kind: BackendErrorKind, verb: &str, id: &str, message: impl Into<String>) -> BackendError {
+    BackendError::new(kind, verb, id, message)
+}
+
+/// containerd's answer for a missing record.
+fn no_record(verb: &str, id: &str) -> BackendError {
+    err(
+        BackendErrorKind::NotFound,
+        verb,
+        id,
+        format!("container \"{id}\" in namespace \"{NAMESPACE}\": not found"),
+    )
+}
+
+fn no_task(verb: &str, id: &str) -> BackendError {
+    err(
+        BackendErrorKind::NotFound,
+        verb,
+        id,
+        format!("task {id} not found"),
+    )
+}
+
+/// The error of a call whose shim connection is gone.
+pub(crate) fn ttrpc_closed(verb: &str, id: &str) -> BackendError {
+    err(BackendErrorKind::Unavailable, verb, id, "ttrpc: closed")
+}
+
+/// The error of a call cut by a containerd restart.
+pub(crate) fn transport_error(verb: &str, id: &str) -> BackendError {
+    err(BackendErrorKind::Unavailable, verb, id, "transport error")
+}
+
+/// The error of a call made while containerd is down.
+pub(crate) fn connection_refused(verb: &str, id: &str) -> BackendError {
+    err(
+        BackendErrorKind::Unavailable,
+        verb,
+        id,
+        "error trying to connect: connection refused",
+    )
+}
+
+impl Model {
+    pub fn new(cfg: SimConfig) -> Model {
+        Model {
+            clock: SimClock::new(cfg.wall_base),
+            next_pid: cfg.first_pid,
+            cfg,
+            records: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            shims: BTreeMap::new(),
+            plans: BTreeMap::new(),
+            exits: Vec::new(),
+            exit_of_task: BTreeMap::new(),
+            shim_deaths: Vec::new(),
+            restarts: Vec::new(),
+            dying: BTreeMap::new(),
+            next_task: 1,
+            next_shim: 1,
+            epoch: 0,
+            down_until: None,
+        }
+    }
+
+    /// containerd serves calls at `now`.
+    pub fn is_up(&self, now: Instant) -> bool {
+        self.down_until.is_none_or(|d| now >= d)
+    }
+
+    /// Applies every planned exit due by `now`, in time order, with its real time.
+    pub fn settle(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, String)> = self
+            .tasks
+            .iter()
+            .filter_map(|(id, t)| match t.proc {
+                Proc::Running { exit_at: Some(at) } if at <= now => Some((at, id.clone())),
+                _ => None,
+            })
+            .collect();
+        due.sort();
+        for (at, id) in due {
+            let code = self.tasks.get(&id).map_or(0, |t| t.plan.code);
+            self.finish(&id, code, at, ExitCause::Planned, false);
+        }
+    }
+
+    /// The process of task `id` ends with `code` at `at`.
+    fn finish(
+        &mut self,
+        id: &str,
+        code: i32,
+        at: Instant,
+        cause: ExitCause,
+        shim_died: bool,
+    ) -> Option<RealExit> {
+        let wall = self.clock.wall_of(at);
+        let task = self.tasks.get_mut(id)?;
+        let started = match task.proc {
+            Proc::Stopped(_) => return None,
+            Proc::Created => false,
+            Proc::Running { .. } => true,
+        };
+        let status = ExitStatus::real(code, wall);
+        task.proc = Proc::Stopped(status);
+        let exit = RealExit {
+            target: task.target.clone(),
+            task: task.seq,
+            pid: task.pid,
+            code,
+            exited_at: wall,
+            cause,
+            started,
+            shim_died,
+        };
+        self.exit_of_task.insert(task.seq, self.exits.len());
+        self.exits.push(exit.clone());
+        Some(exit)
+    }
+
+    /// Sets the process plan of an id (read at `Tasks.Start`).
+    pub fn set_plan(&mut self, id: &str, plan: ProcessPlan) {
+        self.plans.insert(id.to_owned(), plan);
+    }
+
+    /// Sets or clears the metadata error of a record.
+    pub fn set_meta_error(&mut self, id: &str, error: Option<String>) -> Result<(), HookError> {
+        let rec = self
+            .records
+            .get_mut(id)
+            .ok_or_else(|| HookError::NoRecord { id: id.to_owned() })?;
+        rec.meta_error = error;
+        Ok(())
+    }
+
+    fn dying(&self, id: &str, now: Instant) -> bool {
+        self.dying.get(id).is_some_and(|until| now < *until)
+    }
+
+    /// The record of `id`, for a task call.
+    fn task_call_record(&self, verb: &str, id: &str, now: Instant) -> Result<(), BackendError> {
+        if !self.records.contains_key(id) {
+            return Err(no_record(verb, id));
+        }
+        if self.dying(id, now) {
+            return Err(ttrpc_closed(verb, id));
+        }
+        Ok(())
+    }
+
+    fn labels(kind: &str, pod: &SandboxId) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("io.berth.managed".to_owned(), "true".to_owned()),
+            ("io.berth.kind".to_owned(), kind.to_owned()),
+            ("io.berth.sandbox".to_owned(), pod.as_str().to_owned()),
+        ])
+    }
+
+    /// `Containers.Create` of a CRI container: its pod's record and live pause task must
+    /// exist (berth's real backend reads the sandbox's config and joins the pause
+    /// process's namespaces).
+    pub fn create_container(
+        &mut self,
+        meta: &ContainerMeta,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Containers.Create";
+        let id = meta.id.as_str();
+        if self.records.contains_key(id) {
+            return Err(err(
+                BackendErrorKind::AlreadyExists,
+                VERB,
+                id,
+                format!("container \"{id}\": already exists"),
+            ));
+        }
+        let pod = meta.sandbox_id.as_str();
+        if !self.records.contains_key(pod) {
+            return Err(err(
+                BackendErrorKind::FailedPrecondition,
+                VERB,
+                id,
+                format!("sandbox {pod} does not exist in containerd"),
+            ));
+        }
+        match self.tasks.get(pod).map(|t| t.proc) {
+            Some(Proc::Created | Proc::Running { .. }) => {}
+            other => {
+                let state = match other {
+                    Some(Proc::Stopped(_)) => "Stopped",
+                    _ => "NotFound",
+                };
+                return Err(err(
+                    BackendErrorKind::FailedPrecondition,
+                    VERB,
+                    id,
+                    format!(
+                        "sandbox {pod} has no live pause task ({state}): cannot join its namespaces"
+                    ),
+                ));
+            }
+        }
+        self.records.insert(
+            id.to_owned(),
+            RecordTruth {
+                target: Target::Container(meta.id.clone()),
+                pod: meta.sandbox_id.clone(),
+                labels: Self::labels("container", &meta.sandbox_id),
+                created_at: self.clock.wall_of(now),
+                meta: RecordMeta::Container(Box::new(meta.clone())),
+                meta_error: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// `Containers.Create` of a sandbox's pause container.
+    pub fn create_sandbox(&mut self, meta: &SandboxMeta, now: Instant) -> Result<(), BackendError> {
+        let id = meta.id.as_str();
+        if self.records.contains_key(id) {
+            return Err(err(
+                BackendErrorKind::AlreadyExists,
+                "Containers.Create",
+                id,
+                format!("container \"{id}\": already exists"),
+            ));
+        }
+        self.records.insert(
+            id.to_owned(),
+            RecordTruth {
+                target: Target::Sandbox(meta.id.clone()),
+                pod: meta.id.clone(),
+                labels: Self::labels("sandbox", &meta.id),
+                created_at: self.clock.wall_of(now),
+                meta: RecordMeta::Sandbox(Box::new(meta.clone())),
+                meta_error: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// `Containers.Delete`: removes the record whatever its task does (a live task is
+    /// orphaned: nothing can reach it until a record with the same id exists again).
+    pub fn delete_container(&mut self, target: &Target) -> Result<(), BackendError> {
+        let id = target.as_str();
+        if self.records.remove(id).is_none() {
+            return Err(no_record("Containers.Delete", id));
+        }
+        Ok(())
+    }
+
+    /// `Tasks.Create`: starts the pod's shim if it has none, then `runc create`.
+    pub fn create_task(&mut self, target: &Target, now: Instant) -> Result<u32, BackendError> {
+        const VERB: &str = "Tasks.Create";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        if self.tasks.contains_key(id) {
+            return Err(err(
+                BackendErrorKind::AlreadyExists,
+                VERB,
+                id,
+                format!("task {id}: already exists"),
+            ));
+        }
+        let pod = match self.records.get(id) {
+            Some(rec) => rec.pod.clone(),
+            None => return Err(no_record(VERB, id)),
+        };
+        if pod.as_str() != id {
+            let pause_live = matches!(
+                self.tasks.get(pod.as_str()).map(|t| t.proc),
+                Some(Proc::Created | Proc::Running { .. })
+            );
+            if !pause_live {
+                return Err(err(
+                    BackendErrorKind::Other,
+                    VERB,
+                    id,
+                    format!(
+                        "failed to create shim task: OCI runtime create failed: cannot join the namespaces of pod {pod}: no such process"
+                    ),
+                ));
+            }
+        }
+        let shim = match self.shims.get(&pod) {
+            Some(s) if s.state == ShimState::Alive => s.seq,
+            Some(s) if s.cleanup_until.is_some_and(|u| now < u) => {
+                return Err(ttrpc_closed(VERB, id));
+            }
+            _ => {
+                let seq = self.next_shim;
+                self.next_shim += 1;
+                self.shims.insert(
+                    pod.clone(),
+                    Shim {
+                        seq,
+                        started_at: self.clock.wall_of(now),
+                        state: ShimState::Alive,
+                        cleanup_until: None,
+                    },
+                );
+                seq
+            }
+        };
+        let pid = self.next_pid;
+        self.next_pid = self.next_pid.wrapping_add(1).max(2);
+        let seq = self.next_task;
+        self.next_task += 1;
+        self.dying.remove(id);
+        self.tasks.insert(
+            id.to_owned(),
+            Task {
+                seq,
+                target: target.clone(),
+                pod,
+                shim,
+                pid,
+                proc: Proc::Created,
+                plan: ProcessPlan::forever(),
+                started_at: 0,
+            },
+        );
+        Ok(pid)
+    }
+
+    /// `Tasks.Start`: the process starts and follows its plan.
+    pub fn start_task(&mut self, target: &Target, now: Instant) -> Result<u32, BackendError> {
+        const VERB: &str = "Tasks.Start";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let plan = self.plans.get(id).copied().unwrap_or_default();
+        let wall = self.clock.wall_of(now);
+        let task = self.tasks.get_mut(id).ok_or_else(|| no_task(VERB, id))?;
+        match task.proc {
+            Proc::Created => {
+                task.plan = plan;
+                task.started_at = wall;
+                task.proc = Proc::Running {
+                    exit_at: plan.exit_after.map(|d| now + d),
+                };
+                let pid = task.pid;
+                self.settle(now);
+                Ok(pid)
+            }
+            Proc::Running { .. } => Err(err(
+                BackendErrorKind::FailedPrecondition,
+                VERB,
+                id,
+                "cannot start a running process",
+            )),
+            Proc::Stopped(_) => Err(err(
+                BackendErrorKind::FailedPrecondition,
+                VERB,
+                id,
+                "cannot start a stopped process",
+            )),
+        }
+    }
+
+    /// `Tasks.Kill` of the init process.
+    pub fn kill_task(
+        &mut self,
+        target: &Target,
+        signal: i32,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Tasks.Kill";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        if !(0..=64).contains(&signal) {
+            return Err(err(
+                BackendErrorKind::Other,
+                VERB,
+                id,
+                format!("invalid signal {signal}"),
+            ));
+        }
+        let task = self.tasks.get(id).ok_or_else(|| no_task(VERB, id))?;
+        let code = match task.proc {
+            Proc::Stopped(_) => {
+                return Err(err(
+                    BackendErrorKind::NotFound,
+                    VERB,
+                    id,
+                    "process already finished: not found",
+                ));
+            }
+            _ if signal == 0 => None,
+            _ if signal == SIGKILL => Some(KILLED),
+            Proc::Created => Some(CREATED_SIGNALLED),
+            Proc::Running { .. } => {
+                if HARMLESS_SIGNALS.contains(&signal) || task.plan.ignores_term {
+                    None
+                } else {
+                    Some(128 + signal)
+                }
+            }
+        };
+        if let Some(code) = code {
+            self.finish(id, code, now, ExitCause::Signal(signal), false);
+        }
+        Ok(())
+    }
+
+    /// `Tasks.Delete`; with `kill`, SIGKILL a live task first (berth's backend: Kill(all),
+    /// Wait, Delete).
+    pub fn delete_task(
+        &mut self,
+        target: &Target,
+        kill: bool,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Tasks.Delete";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let task = self.tasks.get(id).ok_or_else(|| no_task(VERB, id))?;
+        match task.proc {
+            Proc::Running { .. } if !kill => {
+                return Err(err(
+                    BackendErrorKind::FailedPrecondition,
+                    VERB,
+                    id,
+                    "task must be stopped before deletion: running",
+                ));
+            }
+            Proc::Running { .. } | Proc::Created if kill => {
+                self.finish(id, KILLED, now, ExitCause::DeleteKill, false);
+            }
+            _ => {}
+        }
+        self.remove_task(id, now);
+        Ok(())
+    }
+
+    /// Forgets a task; its shim exits with its last task.
+    fn remove_task(&mut self, id: &str, now: Instant) {
+        let Some(task) = self.tasks.remove(id) else {
+            return;
+        };
+        let pod_has_tasks = self.tasks.values().any(|t| t.pod == task.pod);
+        if !pod_has_tasks
+            && let Some(shim) = self.shims.get_mut(&task.pod)
+            && shim.state == ShimState::Alive
+            && shim.seq == task.shim
+        {
+            shim.state = ShimState::Exited {
+                at: self.clock.wall_of(now),
+            };
+        }
+    }
+
+    /// `Tasks.Get`: a missing record or task is a state, not an error.
+    pub fn task_status(&self, target: &Target) -> TaskState {
+        let id = target.as_str();
+        if !self.records.contains_key(id) {
+            return TaskState::NotFound;
+        }
+        match self.tasks.get(id) {
+            None => TaskState::NotFound,
+            Some(t) => state_of(t),
+        }
+    }
+
+    /// `Containers.List` of berth's records, sorted by id.
+    pub fn list(&self) -> Listing {
+        let mut listing = Listing::default();
+        for (id, rec) in &self.records {
+            match &rec.meta {
+                RecordMeta::Container(m) => listing.containers.push(Listed {
+                    id: id.clone(),
+                    created_at: rec.created_at,
+                    meta: rec
+                        .meta_error
+                        .clone()
+                        .map_or_else(|| Ok((**m).clone()), Err),
+                }),
+                RecordMeta::Sandbox(m) => listing.sandboxes.push(Listed {
+                    id: id.clone(),
+                    created_at: rec.created_at,
+                    meta: rec
+                        .meta_error
+                        .clone()
+                        .map_or_else(|| Ok((**m).clone()), Err),
+                }),
+            }
+        }
+        listing
+    }
+
+    /// `Tasks.Wait` as it begins.
+    pub fn wait_begin(&self, target: &Target, now: Instant) -> Result<WaitBegin, BackendError> {
+        const VERB: &str = "Tasks.Wait";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let task = self.tasks.get(id).ok_or_else(|| no_task(VERB, id))?;
+        Ok(match task.proc {
+            Proc::Stopped(exit) => WaitBegin::Exited(exit),
+            _ => WaitBegin::Blocked { seq: task.seq },
+        })
+    }
+
+    /// A blocked wait on task `seq` of `target`, begun in containerd incarnation `epoch`,
+    /// looks again.
+    pub fn wait_poll(&self, target: &Target, seq: u64, epoch: u64) -> WaitPoll {
+        const VERB: &str = "Tasks.Wait";
+        let id = target.as_str();
+        if self.epoch != epoch {
+            return WaitPoll::Done(Err(transport_error(VERB, id)));
+        }
+        match self.tasks.get(id) {
+            Some(t) if t.seq == seq => match t.proc {
+                Proc::Stopped(exit) => WaitPoll::Done(Ok(exit)),
+                Proc::Running { exit_at } => WaitPoll::Until(exit_at),
+                Proc::Created => WaitPoll::Until(None),
+            },
+            // The task is gone: deleted after its exit (the exit is the answer), or taken
+            // by its shim (the stream breaks, no exit).
+            _ => match self.exit_of_task.get(&seq).map(|i| &self.exits[*i]) {
+                Some(e) if !e.shim_died => {
+                    WaitPoll::Done(Ok(ExitStatus::real(e.code, e.exited_at)))
+                }
+                _ => WaitPoll::Done(Err(ttrpc_closed(VERB, id))),
+            },
+        }
+    }
+
+    /// containerd goes down now for `down_for` (its shims and processes live on); every
+    /// stream of the old incarnation breaks.
+    pub fn restart(&mut self, down_for: std::time::Duration, now: Instant) -> Restart {
+        self.settle(now);
+        self.epoch += 1;
+        let up = now + down_for;
+        let up = self.down_until.map_or(up, |d| d.max(up));
+        self.down_until = Some(up);
+        // containerd cleans up after dead shims while loading its plugins.
+        for until in self.dying.values_mut() {
+            *until = (*until).min(up);
+        }
+        for shim in self.shims.values_mut() {
+            if let Some(until) = shim.cleanup_until.as_mut() {
+                *until = (*until).min(up);
+            }
+        }
+        let r = Restart {
+            at: self.clock.wall_of(now),
+            up_at: self.clock.wall_of(up),
+        };
+        self.restarts.push(r);
+        r
+    }
+
+    /// The pod's shim dies now: every task of the pod is gone (live ones killed, stopped
+    /// ones' statuses lost).
+    pub fn kill_shim(&mut self, pod: &SandboxId, now: Instant) -> Result<ShimDeath, HookError> {
+        self.settle(now);
+        let seq = match self.shims.get(pod) {
+            Some(s) if s.state == ShimState::Alive => s.seq,
+            _ => return Err(HookError::NoLiveShim { pod: pod.clone() }),
+        };
+        let until = if self.is_up(now) {
+            now + self.cfg.shim_cleanup
+        } else {
+            self.down_until.unwrap_or(now)
+        };
+        let ids: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.pod == *pod)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut death = ShimDeath {
+            pod: pod.clone(),
+            shim: seq,
+            at: self.clock.wall_of(now),
+            killed: Vec::new(),
+            lost: Vec::new(),
+        };
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            let target = task.target.clone();
+            match task.proc {
+                Proc::Stopped(_) => {
+                    if let Some(i) = self.exit_of_task.get(&task.seq) {
+                        self.exits[*i].shim_died = true;
+                    }
+                    death.lost.push(target);
+                }
+                _ => {
+                    self.finish(&id, KILLED, now, ExitCause::ShimDied, true);
+                    death.killed.push(target);
+                }
+            }
+            self.tasks.remove(&id);
+            self.dying.insert(id, until);
+        }
+        if let Some(shim) = self.shims.get_mut(pod) {
+            shim.state = ShimState::Died { at: death.at };
+            shim.cleanup_until = Some(until);
+        }
+        self.shim_deaths.push(death.clone());
+        Ok(death)
+    }
+
+    /// The running process of `target` exits with `code` now.
+    pub fn exit_now(
+        &mut self,
+        target: &Target,
+        code: i32,
+        now: Instant,
+    ) -> Result<RealExit, HookError> {
+        self.settle(now);
+        let id = target.as_str();
+        match self.tasks.get(id).map(|t| t.proc) {
+            Some(Proc::Running { .. }) => {}
+            Some(other) => {
+                return Err(HookError::NotRunning {
+                    id: id.to_owned(),
+                    state: format!("{other:?}"),
+                });
+            }
+            None => return Err(HookError::NoTask { id: id.to_owned() }),
+        }
+        self.finish(id, code, now, ExitCause::ExitNow, false)
+            .ok_or_else(|| HookError::NoTask { id: id.to_owned() })
+    }
+
+    /// What chaos can hit now: pods with a live shim, running CRI containers.
+    pub fn chaos_candidates(&self) -> ChaosCandidates {
+        ChaosCandidates {
+            pods: self
+                .shims
+                .iter()
+                .filter(|(_, s)| s.state == ShimState::Alive)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            running: self
+                .tasks
+                .values()
+                .filter(|t| {
+                    matches!(t.target, Target::Container(_))
+                        && matches!(t.proc, Proc::Running { .. })
+                })
+                .map(|t| t.target.clone())
+                .collect(),
+        }
+    }
+
+    /// Every real exit so far.
+    pub fn exits(&self) -> &[RealExit] {
+        &self.exits
+    }
+
+    /// A snapshot of the truth at `now` (call [`Model::settle`] first).
+    pub fn truth(&self, now: Instant) -> Truth {
+        let tasks = self
+            .tasks
+            .iter()
+            .map(|(id, t)| {
+                let exit_due = match t.proc {
+                    Proc::Running { exit_at } => exit_at.map(|at| self.clock.wall_of(at)),
+                    _ => None,
+                };
+                (
+                    id.clone(),
+                    TaskTruth {
+                        target: t.target.clone(),
+                        task: t.seq,
+                        pod: t.pod.clone(),
+                        shim: t.shim,
+                        pid: t.pid,
+                        state: state_of(t),
+                        started_at: t.started_at,
+                        exit_due,
+                        orphaned: !self.records.contains_key(id),
+                        plan: t.plan,
+                    },
+                )
+            })
+            .collect();
+        let shims = self
+            .shims
+            .iter()
+            .map(|(pod, s)| {
+                let held = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.pod == *pod && t.shim == s.seq)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (
+                    pod.clone(),
+                    ShimTruth {
+                        shim: s.seq,
+                        started_at: s.started_at,
+                        state: s.state,
+                        tasks: held,
+                    },
+                )
+            })
+            .collect();
+        Truth {
+            now: self.clock.wall_of(now),
+            containerd_up: self.is_up(now),
+            restarts: self.restarts.clone(),
+            records: self.records.clone(),
+            tasks,
+            shims,
+            exits: self.exits.clone(),
+            shim_deaths: self.shim_deaths.clone(),
+        }
+    }
+}
+
+fn state_of(t: &Task) -> TaskState {
+    match t.proc {
+        Proc::Created => TaskState::Created { pid: t.pid },
+        Proc::Running { .. } => TaskState::Running { pid: t.pid },
+        Proc::Stopped(exit) => TaskState::Stopped(exit),
+    }
+}

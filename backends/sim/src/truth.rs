@@ -1,0 +1,246 @@
+//! What really happened in the simulated containerd, for the harness's checkers: records,
+//! tasks, shims, every real exit and every shim death. Plain data, snapshotted by
+//! [`crate::SimBackend::truth`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_backend::{ContainerMeta, SandboxMeta, TaskState};
+use berth_core::{SandboxId, Target};
+
+/// What a simulated process does once started. Set by the harness per container (or
+/// sandbox) id with [`crate::SimBackend::plan`]; read when the task starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessPlan {
+    /// Exit on its own this long after `Tasks.Start`; `None` runs until killed.
+    pub exit_after: Option<Duration>,
+    /// The exit code of that exit.
+    pub code: i32,
+    /// Ignore SIGTERM (and every other catchable signal), like a handler-less PID 1 such as
+    /// `sleep`: only SIGKILL ends it.
+    pub ignores_term: bool,
+}
+
+impl Default for ProcessPlan {
+    fn default() -> Self {
+        ProcessPlan::forever()
+    }
+}
+
+impl ProcessPlan {
+    /// Runs until killed; exits 143 on SIGTERM.
+    pub fn forever() -> ProcessPlan {
+        ProcessPlan {
+            exit_after: None,
+            code: 0,
+            ignores_term: false,
+        }
+    }
+
+    /// Exits with `code` `after` its start.
+    pub fn exit(after: Duration, code: i32) -> ProcessPlan {
+        ProcessPlan {
+            exit_after: Some(after),
+            code,
+            ignores_term: false,
+        }
+    }
+
+    /// The same plan, ignoring SIGTERM.
+    pub fn ignoring_term(self) -> ProcessPlan {
+        ProcessPlan {
+            ignores_term: true,
+            ..self
+        }
+    }
+}
+
+/// The metadata a record carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordMeta {
+    /// A CRI container's.
+    Container(Box<ContainerMeta>),
+    /// A sandbox's pause container's.
+    Sandbox(Box<SandboxMeta>),
+}
+
+/// A containerd container record (it persists across containerd restarts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTruth {
+    /// The object.
+    pub target: Target,
+    /// Its pod (a sandbox's is itself).
+    pub pod: SandboxId,
+    /// Labels as berth's real backend writes them (`io.berth.managed`, `io.berth.kind`,
+    /// `io.berth.sandbox`).
+    pub labels: BTreeMap<String, String>,
+    /// When containerd created it (unix ns).
+    pub created_at: i64,
+    /// berth's metadata.
+    pub meta: RecordMeta,
+    /// Set by [`crate::SimBackend::set_record_meta_error`]: `list` reports the metadata as
+    /// unreadable with this message.
+    pub meta_error: Option<String>,
+}
+
+/// A task as containerd's shim holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTruth {
+    /// The object it was created for.
+    pub target: Target,
+    /// Serial number of this task (unique over the whole run).
+    pub task: u64,
+    /// The pod whose shim runs it.
+    pub pod: SandboxId,
+    /// Serial number of that shim.
+    pub shim: u64,
+    /// Pid of `runc init`, then of the process.
+    pub pid: u32,
+    /// Created, Running or Stopped (never NotFound or Paused here).
+    pub state: TaskState,
+    /// When it started (unix ns; 0 if not started).
+    pub started_at: i64,
+    /// When it will exit on its own (unix ns), if it runs and plans to.
+    pub exit_due: Option<i64>,
+    /// Its record was deleted while it existed: nothing can reach it (a leak).
+    pub orphaned: bool,
+    /// The plan it started with.
+    pub plan: ProcessPlan,
+}
+
+/// Why a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    /// It exited on its own, as planned.
+    Planned,
+    /// A signal sent with `Tasks.Kill`.
+    Signal(i32),
+    /// The SIGKILL of `Tasks.Delete` with kill.
+    DeleteKill,
+    /// [`crate::SimBackend::exit_now`].
+    ExitNow,
+    /// Its shim died and containerd killed it (code 137).
+    ShimDied,
+}
+
+/// A process exit that really happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealExit {
+    /// Whose.
+    pub target: Target,
+    /// Which task ([`TaskTruth::task`]).
+    pub task: u64,
+    /// Its pid.
+    pub pid: u32,
+    /// Exit status.
+    pub code: i32,
+    /// When (unix ns).
+    pub exited_at: i64,
+    /// Why.
+    pub cause: ExitCause,
+    /// False for a task killed before `Tasks.Start` (its `runc init` died; no user process
+    /// ever ran).
+    pub started: bool,
+    /// Its shim died before the task was deleted, so containerd cannot report this exit
+    /// any more: berth may record it as lost (255, "Unknown").
+    pub shim_died: bool,
+}
+
+/// A shim's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShimState {
+    /// Serving its pod's tasks.
+    Alive,
+    /// Exited cleanly after its last task was deleted (unix ns).
+    Exited {
+        /// When.
+        at: i64,
+    },
+    /// Killed (unix ns).
+    Died {
+        /// When.
+        at: i64,
+    },
+}
+
+/// The current (or last) shim of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimTruth {
+    /// Serial number (unique over the run).
+    pub shim: u64,
+    /// When it started (unix ns).
+    pub started_at: i64,
+    /// Alive, exited or dead.
+    pub state: ShimState,
+    /// The ids of the tasks it holds now.
+    pub tasks: Vec<String>,
+}
+
+/// A shim death and what it took with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimDeath {
+    /// The pod.
+    pub pod: SandboxId,
+    /// The shim's serial number.
+    pub shim: u64,
+    /// When (unix ns).
+    pub at: i64,
+    /// Live tasks it killed (exit 137, [`ExitCause::ShimDied`]).
+    pub killed: Vec<Target>,
+    /// Stopped tasks whose exit status died with it.
+    pub lost: Vec<Target>,
+}
+
+/// A containerd restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// When containerd went down (unix ns).
+    pub at: i64,
+    /// When it serves again (unix ns).
+    pub up_at: i64,
+}
+
+/// A snapshot of everything the simulated containerd knows and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truth {
+    /// When the snapshot was taken (unix ns).
+    pub now: i64,
+    /// containerd serves calls now.
+    pub containerd_up: bool,
+    /// Every restart so far.
+    pub restarts: Vec<Restart>,
+    /// Records by id.
+    pub records: BTreeMap<String, RecordTruth>,
+    /// Tasks by id (orphans included).
+    pub tasks: BTreeMap<String, TaskTruth>,
+    /// The current or last shim of each pod that ever had one.
+    pub shims: BTreeMap<SandboxId, ShimTruth>,
+    /// Every real exit, in time order.
+    pub exits: Vec<RealExit>,
+    /// Every shim death, in order.
+    pub shim_deaths: Vec<ShimDeath>,
+}
+
+impl Truth {
+    /// Tasks whose record was deleted while they existed (leaks).
+    pub fn orphans(&self) -> impl Iterator<Item = &TaskTruth> + '_ {
+        self.tasks.values().filter(|t| t.orphaned)
+    }
+
+    /// Real exits of one object, oldest first.
+    pub fn exits_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a RealExit> + 'a {
+        self.exits.iter().filter(move |e| e.target.as_str() == id)
+    }
+
+    /// The latest real exit of one object.
+    pub fn last_exit(&self, id: &str) -> Option<&RealExit> {
+        self.exits.iter().rev().find(|e| e.target.as_str() == id)
+    }
+
+    /// Shims alive now.
+    pub fn live_shims(&self) -> impl Iterator<Item = (&SandboxId, &ShimTruth)> + '_ {
+        self.shims
+            .iter()
+            .filter(|(_, s)| s.state == ShimState::Alive)
+    }
+}

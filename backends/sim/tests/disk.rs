@@ -1,0 +1,309 @@
+//! The simulated checkpoint disk: the store contract, the page cache, power loss versus
+//! process crash, and every storage fault.
+
+use std::time::Duration;
+
+use berth_backend::{CheckpointStore, LoadError, StoreErrorKind};
+use berth_core::{CheckpointError, ContainerId, Status};
+use berth_simbackend::{DiskConfig, DiskFaults, FaultKind, FaultPlan, SimDisk};
+
+fn id(s: &str) -> ContainerId {
+    ContainerId::new(s).unwrap()
+}
+
+fn status(n: i64) -> Status {
+    Status::created(n, None)
+}
+
+fn faults(f: impl FnOnce(&mut DiskFaults)) -> FaultPlan {
+    let mut plan = FaultPlan::none();
+    f(&mut plan.disk);
+    plan
+}
+
+/// Every power-loss fault at full rate.
+fn worst() -> FaultPlan {
+    faults(|d| {
+        d.lost_write = 0.5;
+        d.torn_write = 0.5;
+        d.lost_rename = 1.0;
+    })
+}
+
+/// A store with the planted bugs: no fsync at all.
+fn careless(seed: u64) -> SimDisk {
+    SimDisk::with_config(
+        seed,
+        DiskConfig {
+            skip_file_fsync: true,
+            skip_dir_fsync: true,
+            ..DiskConfig::default()
+        },
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn write_load_list_delete() {
+    let disk = SimDisk::new(1);
+    assert!(matches!(
+        disk.load(&id("c1")).await,
+        Err(LoadError::Missing { .. })
+    ));
+    disk.write(&id("c2"), &status(2)).await.unwrap();
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    disk.write(&id("c1"), &status(11)).await.unwrap();
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(11));
+    assert_eq!(disk.list().await.unwrap(), ["c1", "c2"]);
+    assert!(disk.stray_files().is_empty());
+    assert!(!disk.has_unsynced());
+    disk.delete(&id("c1")).await.unwrap();
+    disk.delete(&id("c1")).await.unwrap();
+    assert_eq!(disk.list().await.unwrap(), ["c2"]);
+    assert!(matches!(
+        disk.load(&id("c1")).await,
+        Err(LoadError::Missing { .. })
+    ));
+    disk.sync().await.unwrap();
+    assert_eq!(disk.durable(), disk.cached());
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_decodes_to_a_typed_error() {
+    let disk = SimDisk::new(1);
+    disk.write_raw("c1", b"\x00garbage");
+    let e = disk.load(&id("c1")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LoadError::Corrupt {
+                error: CheckpointError::Garbage { .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    disk.write_raw("c2", b"");
+    assert!(matches!(
+        disk.load(&id("c2")).await.unwrap_err(),
+        LoadError::Corrupt {
+            error: CheckpointError::Empty,
+            ..
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_acknowledged_write_survives_any_power_loss() {
+    for seed in 0..50 {
+        let disk = SimDisk::new(seed);
+        disk.set_faults(&worst());
+        disk.write(&id("c1"), &status(1)).await.unwrap();
+        disk.write(&id("c1"), &status(2)).await.unwrap();
+        disk.write(&id("c2"), &status(3)).await.unwrap();
+        disk.delete(&id("c2")).await.unwrap();
+        disk.crash(true);
+        assert_eq!(
+            disk.load(&id("c1")).await.unwrap(),
+            status(2),
+            "seed {seed}"
+        );
+        assert!(
+            matches!(disk.load(&id("c2")).await, Err(LoadError::Missing { .. })),
+            "seed {seed}: a durable delete stays deleted"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_fsync_is_a_sync_error_and_leaves_the_old_record_and_no_temp_file() {
+    let disk = SimDisk::new(2);
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    disk.set_faults(&faults(|d| d.sync_failure = 1.0));
+    let e = disk.write(&id("c1"), &status(2)).await.unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Sync, "{e}");
+    assert_eq!(e.what, "write");
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(1));
+    assert!(disk.stray_files().is_empty(), "{:?}", disk.stray_files());
+    // A new container's directory goes away with the failed write.
+    let e = disk.write(&id("c9"), &status(9)).await.unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Sync);
+    assert_eq!(disk.list().await.unwrap(), ["c1"]);
+    let e = disk.sync().await.unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Sync);
+    let e = disk.delete(&id("c1")).await.unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Sync);
+    assert_eq!(disk.fault_counts().get(FaultKind::SyncFailure), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_is_no_space_and_leaves_the_old_record() {
+    let disk = SimDisk::new(3);
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    disk.set_faults(&faults(|d| d.no_space = 1.0));
+    let e = disk.write(&id("c1"), &status(2)).await.unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::NoSpace, "{e}");
+    assert!(e.message.contains("No space left on device"), "{e}");
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(1));
+    assert!(disk.stray_files().is_empty());
+    assert_eq!(disk.fault_counts().get(FaultKind::NoSpace), 1);
+    disk.set_faults(&FaultPlan::none());
+    disk.write(&id("c1"), &status(2)).await.unwrap();
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_file_fsync_a_power_loss_tears_the_checkpoint() {
+    let disk = SimDisk::with_config(
+        4,
+        DiskConfig {
+            skip_file_fsync: true,
+            ..DiskConfig::default()
+        },
+    );
+    disk.set_faults(&faults(|d| d.torn_write = 1.0));
+    disk.write(&id("c1"), &status(1_767_225_600_000_000_000))
+        .await
+        .unwrap();
+    let report = disk.crash(true);
+    assert_eq!(report.torn, ["containers/c1/status"]);
+    let e = disk.load(&id("c1")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LoadError::Corrupt {
+                error: CheckpointError::Truncated { .. } | CheckpointError::Empty,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(disk.fault_counts().get(FaultKind::TornWrite), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_directory_fsync_a_power_loss_can_undo_the_rename() {
+    let disk = SimDisk::new(5);
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    disk.set_config(DiskConfig {
+        skip_dir_fsync: true,
+        ..DiskConfig::default()
+    });
+    disk.set_faults(&faults(|d| d.lost_rename = 1.0));
+    disk.write(&id("c1"), &status(2)).await.unwrap();
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(2));
+    let report = disk.crash(true);
+    assert!(report.lost_dir_changes > 0);
+    assert_eq!(
+        disk.load(&id("c1")).await.unwrap(),
+        status(1),
+        "the acknowledged rename is gone"
+    );
+    assert!(disk.fault_counts().get(FaultKind::LostRename) > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_crash_keeps_the_page_cache_a_power_loss_does_not() {
+    let disk = careless(6);
+    disk.set_faults(&faults(|d| d.lost_write = 1.0));
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    assert!(disk.has_unsynced());
+    assert_eq!(disk.crash(false), Default::default());
+    assert_eq!(
+        disk.load(&id("c1")).await.unwrap(),
+        status(1),
+        "the page cache survives a process crash"
+    );
+    let report = disk.crash(true);
+    assert!(report.power_loss);
+    assert_eq!(report.lost_writes, 1);
+    let gone = disk.load(&id("c1")).await;
+    assert!(
+        matches!(
+            gone,
+            Err(LoadError::Missing { .. })
+                | Err(LoadError::Corrupt {
+                    error: CheckpointError::Empty,
+                    ..
+                })
+        ),
+        "{gone:?}"
+    );
+    assert_eq!(disk.fault_counts().get(FaultKind::ProcessCrash), 1);
+    assert_eq!(disk.fault_counts().get(FaultKind::PowerLoss), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sync_makes_everything_durable() {
+    let disk = careless(7);
+    disk.set_faults(&worst());
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    disk.write(&id("c2"), &status(2)).await.unwrap();
+    disk.sync().await.unwrap();
+    assert!(!disk.has_unsynced());
+    disk.crash(true);
+    assert_eq!(disk.load(&id("c1")).await.unwrap(), status(1));
+    assert_eq!(disk.load(&id("c2")).await.unwrap(), status(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_in_the_middle_of_a_write_leaves_the_old_record() {
+    for power_loss in [false, true] {
+        let disk = SimDisk::new(8);
+        disk.set_faults(&worst());
+        disk.write(&id("c1"), &status(1)).await.unwrap();
+        // The writer dies after the temp file is written, during its fsync.
+        let cut =
+            tokio::time::timeout(Duration::from_millis(1), disk.write(&id("c1"), &status(2))).await;
+        assert!(cut.is_err());
+        disk.crash(power_loss);
+        assert_eq!(disk.load(&id("c1")).await.unwrap(), status(1));
+        if !power_loss {
+            assert_eq!(disk.stray_files().len(), 1, "{:?}", disk.stray_files());
+        }
+        // The next write of that container removes the stale temp file.
+        disk.write(&id("c1"), &status(3)).await.unwrap();
+        assert!(disk.stray_files().is_empty(), "{:?}", disk.stray_files());
+        assert_eq!(disk.load(&id("c1")).await.unwrap(), status(3));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remove_orphan_refuses_bad_names_and_removes_directories() {
+    let disk = SimDisk::new(9);
+    disk.write(&id("c1"), &status(1)).await.unwrap();
+    for bad in ["..", "a/b", "", "../c1"] {
+        let e = disk.remove_orphan(bad).await.unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Io);
+        assert!(e.message.contains("refused"), "{e}");
+    }
+    disk.remove_orphan("nothing").await.unwrap();
+    disk.remove_orphan("c1").await.unwrap();
+    assert!(disk.list().await.unwrap().is_empty());
+    disk.crash(true);
+    assert!(disk.list().await.unwrap().is_empty(), "durably removed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_seed_makes_the_same_power_loss() {
+    async fn run(seed: u64) -> (Vec<String>, String) {
+        let disk = careless(seed);
+        disk.set_faults(&faults(|d| {
+            d.lost_write = 0.3;
+            d.torn_write = 0.3;
+            d.lost_rename = 0.5;
+        }));
+        let mut reports = Vec::new();
+        for round in 0..5 {
+            for i in 0..8 {
+                let _ = disk
+                    .write(&id(&format!("c{i}")), &status(round * 100 + i))
+                    .await;
+            }
+            reports.push(format!("{:?}", disk.crash(true)));
+        }
+        (reports, format!("{:?}", disk.durable()))
+    }
+    let a = run(10).await;
+    assert_eq!(a, run(10).await);
+    assert_ne!(a, run(11).await);
+}
