@@ -60,6 +60,15 @@ impl Machine {
         *lane = Lane::Idle;
         match result {
             Ok(CallResult::Exited(exit)) => self.exit_observed(&target, exit),
+            #[cfg(feature = "planted-bugs")]
+            Err(_)
+                if self
+                    .config
+                    .has_bug(crate::machine::PlantedBug::BrokenWaitIsExit) =>
+            {
+                let now = self.wall();
+                self.exit_observed(&target, ExitStatus::lost(now));
+            }
             // Anything else is not an exit: re-observe the task.
             _ => self.resync(target, 0),
         }

@@ -40,6 +40,29 @@ pub enum PlantedBug {
     DeleteTaskBeforeExitPersisted,
     /// Unknown is not persisted (containerd, spec §6.6).
     UnknownNotPersisted,
+    /// A failed wait is taken as exit 255 (containerd's Go client, spec §5.1).
+    BrokenWaitIsExit,
+    /// A StopContainer during a StartContainer is a no-op (containerd, spec §4.3).
+    StopDuringStartIgnored,
+    /// Recovery arms the exit watch before the container's record is in place, and the
+    /// exit handler drops exits for containers still being recovered (containerd#10390).
+    WatchArmedBeforeRecorded,
+    /// A checkpoint write that fails during recovery skips the container
+    /// (containerd#7247).
+    RecoveryWriteFailureSkips,
+}
+
+#[cfg(feature = "planted-bugs")]
+impl PlantedBug {
+    /// Every planted bug of the core.
+    pub const ALL: [PlantedBug; 6] = [
+        PlantedBug::DeleteTaskBeforeExitPersisted,
+        PlantedBug::UnknownNotPersisted,
+        PlantedBug::BrokenWaitIsExit,
+        PlantedBug::StopDuringStartIgnored,
+        PlantedBug::WatchArmedBeforeRecorded,
+        PlantedBug::RecoveryWriteFailureSkips,
+    ];
 }
 
 impl Default for Config {

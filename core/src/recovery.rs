@@ -239,6 +239,14 @@ impl Machine {
         }
         if d.persist {
             self.set_guard(id, Some(Guard::Recovering));
+            #[cfg(feature = "planted-bugs")]
+            if d.watch
+                && self
+                    .config
+                    .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+            {
+                self.arm_watch(&target);
+            }
             self.recover_persist(id, 0);
             return;
         }
@@ -301,6 +309,17 @@ impl Machine {
         status: Status,
         result: Result<(), PersistError>,
     ) {
+        #[cfg(feature = "planted-bugs")]
+        if result.is_err()
+            && self
+                .config
+                .has_bug(crate::machine::PlantedBug::RecoveryWriteFailureSkips)
+        {
+            // containerd: the container is skipped (gone from the store, name released).
+            self.containers.remove(&id);
+            self.container_names.release_key(&id);
+            return;
+        }
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };
@@ -324,6 +343,16 @@ impl Machine {
         let target = c.target();
         let state = status.state();
         let unknown_unobserved = status.unknown && status.pid == 0;
+        // containerd armed its monitor once, before the record was in place; berth arms it
+        // here, after.
+        #[cfg(feature = "planted-bugs")]
+        if self
+            .config
+            .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+        {
+            self.progress_sandbox_of(&id);
+            return;
+        }
         // Watch whatever may still run: a RUNNING container, or an UNKNOWN one with a pid.
         if state == ContainerState::Running
             || (state == ContainerState::Unknown && !unknown_unobserved)

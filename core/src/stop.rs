@@ -27,6 +27,18 @@ impl Machine {
             c.waiters.push(Waiter::Stop(req));
             return;
         }
+        #[cfg(feature = "planted-bugs")]
+        if c.guard == Some(Guard::Starting)
+            && self
+                .config
+                .has_bug(crate::machine::PlantedBug::StopDuringStartIgnored)
+        {
+            self.reply(req, Ok(Response::Done));
+            return;
+        }
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
         if c.guard == Some(Guard::Starting) {
             c.waiters.push(Waiter::Stop(req));
             c.stop_after_start = Some(c.stop_after_start.map_or(timeout, |t| t.min(timeout)));

@@ -335,6 +335,10 @@ impl World {
                         "already exists",
                     ));
                 }
+                // A new incarnation of the id: its history starts afresh.
+                self.exit_history.remove(&target);
+                self.init_exits.remove(&target);
+                self.shim_killed.remove(&target);
                 self.records
                     .insert(target, RecordMeta::Container(meta.clone()));
                 Ok(CallResult::Done)
