@@ -268,6 +268,17 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
 
     fn serve(&mut self, request: Request) {
         let now = self.now();
+        let request = match request {
+            Request::CheckInvariants(reply) => {
+                let result = match self.machine.as_ref() {
+                    Some(m) => Ok(m.check_invariants().map_err(|e| e.to_string())),
+                    None => Err(ServiceError::Unavailable),
+                };
+                let _ = reply.send(result);
+                return;
+            }
+            other => other,
+        };
         let Some(m) = self.machine.as_mut().filter(|m| !m.is_recovering()) else {
             reject(request);
             return;
@@ -338,6 +349,7 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 };
                 let _ = reply.send(Ok(id));
             }
+            Request::CheckInvariants(_) => {}
             Request::NewSandboxId(reply) => {
                 let id = loop {
                     let id = random_id(&mut self.rng);
@@ -378,6 +390,7 @@ fn reject(request: Request) {
         Request::ListSandboxes(_, r) => drop(r.send(Err(e))),
         Request::NewContainerId(r) => drop(r.send(Err(e))),
         Request::NewSandboxId(r) => drop(r.send(Err(e))),
+        Request::CheckInvariants(r) => drop(r.send(Err(e))),
     }
 }
 

@@ -74,6 +74,7 @@ pub(crate) enum Request {
     ListSandboxes(SandboxFilter, Reply<Vec<SandboxView>>),
     NewContainerId(Reply<ContainerId>),
     NewSandboxId(Reply<SandboxId>),
+    CheckInvariants(Reply<Result<(), String>>),
 }
 
 /// Commands that take an existing object's id.
@@ -192,6 +193,13 @@ impl ServiceHandle {
         filter: SandboxFilter,
     ) -> Result<Vec<SandboxView>, ServiceError> {
         self.ask(|r| Request::ListSandboxes(filter, r)).await
+    }
+
+    /// Checks the core's invariants over the whole state (for tests and the simulator's
+    /// checkers). `Ok(Err(..))` names the first invariant broken; answered even during
+    /// recovery once the state exists.
+    pub async fn check_invariants(&self) -> Result<Result<(), String>, ServiceError> {
+        self.ask(Request::CheckInvariants).await
     }
 
     /// The CRI event stream (created, started, stopped, deleted). A slow receiver misses
