@@ -227,6 +227,39 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
         .unwrap();
     assert_eq!(limit.trim(), (96u64 << 20).to_string());
 
+    // A created container gets them in its OCI spec (its task starts with them).
+    cri.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: created.clone(),
+        linux: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 80 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let info: serde_json::Value = serde_json::from_str(
+        &env.ctd
+            .ctr(&["containers", "info", &created])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        info["Spec"]["linux"]["resources"]["memory"]["limit"],
+        80 << 20,
+        "{info}"
+    );
+    let e = cri
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: hello.clone(),
+            linux: Some(cri::LinuxContainerResources::default()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "exited: {e:?}");
+
     // Not built yet: a clear Unimplemented.
     let e = cri
         .exec_sync(cri::ExecSyncRequest {
