@@ -175,18 +175,16 @@ impl ContainerdBackend {
             message,
         };
         create_log_file(Path::new(log_path)).map_err(|m| fifo_err(m.clone()))?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| fifo_err(format!("create directory: {e}")))?;
-        for name in ["stdout", "stderr"] {
-            let path = dir.join(name);
-            rustix::fs::mkfifoat(rustix::fs::CWD, &path, rustix::fs::Mode::from(0o600))
-                .map_err(|e| fifo_err(format!("mkfifo {name}: {e}")))?;
+        // An empty namespace directory is removed with its last container; a removal racing
+        // this creation shows as NotFound, and creating again fixes it.
+        let mut attempts = 0;
+        loop {
+            match make_fifo_dir(&dir, log_path) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(fifo_err(e.to_string())),
+            }
         }
-        std::fs::write(dir.join(LOG_PATH_FILE), log_path)
-            .map_err(|e| fifo_err(format!("write {LOG_PATH_FILE}: {e}")))?;
         self.attach(id, &dir, PathBuf::from(log_path))
             .map_err(|e| fifo_err(format!("open FIFOs: {e}")))?;
         Ok(FifoPaths {
@@ -270,6 +268,10 @@ impl ContainerdBackend {
             }
             _ => {}
         }
+        // The namespace's directory goes with its last container (fails while not empty).
+        if let Some(ns_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(ns_dir);
+        }
     }
 
     /// CRI `ReopenContainerLog`: the copier drains, then closes and reopens the log file
@@ -315,6 +317,23 @@ impl ContainerdBackend {
             }
         }
     }
+}
+
+/// Makes a container's FIFO directory: the two FIFOs (0600) and the log path file.
+fn make_fifo_dir(dir: &Path, log_path: &str) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for name in ["stdout", "stderr"] {
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.join(name),
+            rustix::fs::Mode::from(0o600),
+        )
+        .map_err(io::Error::from)?;
+    }
+    std::fs::write(dir.join(LOG_PATH_FILE), log_path)
 }
 
 /// Creates the log file (and its parent directories) if missing, mode [`LOG_FILE_MODE`].
