@@ -372,13 +372,7 @@ impl Machine {
         result: Result<CallResult, BackendError>,
     ) {
         match result {
-            Err(e) if !e.is_not_found() => {
-                if let Some(s) = self.sandboxes.get_mut(&id) {
-                    s.deleting = false;
-                }
-                let error = Self::sandbox_error("remove pod sandbox", &id, e);
-                self.fail_sandbox_ops(&id, &error);
-            }
+            Err(e) if !e.is_not_found() => self.fail_sandbox_delete(&id, e),
             _ => {
                 self.call(
                     Step::SandboxDeleteRecord { id: id.clone() },
@@ -394,13 +388,7 @@ impl Machine {
         result: Result<CallResult, BackendError>,
     ) {
         match result {
-            Err(e) if !e.is_not_found() => {
-                if let Some(s) = self.sandboxes.get_mut(&id) {
-                    s.deleting = false;
-                }
-                let error = Self::sandbox_error("remove pod sandbox", &id, e);
-                self.fail_sandbox_ops(&id, &error);
-            }
+            Err(e) if !e.is_not_found() => self.fail_sandbox_delete(&id, e),
             _ => {
                 let Some(s) = self.sandboxes.remove(&id) else {
                     return;
@@ -420,6 +408,14 @@ impl Machine {
                 }
             }
         }
+    }
+
+    fn fail_sandbox_delete(&mut self, id: &SandboxId, e: BackendError) {
+        if let Some(s) = self.sandboxes.get_mut(id) {
+            s.deleting = false;
+        }
+        let error = Self::sandbox_error("remove pod sandbox", id, e);
+        self.fail_sandbox_ops(id, &error);
     }
 
     /// A step of a pending StopPodSandbox / RemovePodSandbox failed: every request waiting

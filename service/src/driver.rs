@@ -408,21 +408,21 @@ fn not_found_sandbox(prefix: &str) -> ServiceError {
     }
 }
 
-/// Resolves an exact id or a unique prefix (CRI accepts both). `Ok(None)`: no match.
-fn find_container(m: &Machine, prefix: &str) -> Result<Option<ContainerId>, ServiceError> {
-    if let Ok(id) = ContainerId::new(prefix)
-        && m.container(&id).is_some()
-    {
-        return Ok(Some(id));
+/// Resolves an exact id or a unique prefix (CRI accepts both) among `ids`. `Ok(None)`: no
+/// match.
+fn find_unique<'a, T: AsRef<str> + Clone + 'a>(
+    ids: impl Iterator<Item = &'a T>,
+    prefix: &str,
+) -> Result<Option<T>, ServiceError> {
+    let mut matches = Vec::new();
+    for id in ids {
+        if id.as_ref() == prefix {
+            return Ok(Some(id.clone()));
+        }
+        if !prefix.is_empty() && id.as_ref().starts_with(prefix) {
+            matches.push(id);
+        }
     }
-    if prefix.is_empty() {
-        return Ok(None);
-    }
-    let matches: Vec<&ContainerId> = m
-        .containers()
-        .map(|c| &c.meta().id)
-        .filter(|id| id.as_str().starts_with(prefix))
-        .collect();
     match matches.len() {
         0 => Ok(None),
         1 => Ok(Some(matches[0].clone())),
@@ -433,28 +433,12 @@ fn find_container(m: &Machine, prefix: &str) -> Result<Option<ContainerId>, Serv
     }
 }
 
+fn find_container(m: &Machine, prefix: &str) -> Result<Option<ContainerId>, ServiceError> {
+    find_unique(m.containers().map(|c| &c.meta().id), prefix)
+}
+
 fn find_sandbox(m: &Machine, prefix: &str) -> Result<Option<SandboxId>, ServiceError> {
-    if let Ok(id) = SandboxId::new(prefix)
-        && m.sandbox(&id).is_some()
-    {
-        return Ok(Some(id));
-    }
-    if prefix.is_empty() {
-        return Ok(None);
-    }
-    let matches: Vec<&SandboxId> = m
-        .sandboxes()
-        .map(|s| &s.meta().id)
-        .filter(|id| id.as_str().starts_with(prefix))
-        .collect();
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(Some(matches[0].clone())),
-        n => Err(ServiceError::Ambiguous {
-            prefix: prefix.to_owned(),
-            matches: n,
-        }),
-    }
+    find_unique(m.sandboxes().map(|s| &s.meta().id), prefix)
 }
 
 fn resolve(
