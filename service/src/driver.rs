@@ -508,3 +508,38 @@ fn list_sandboxes(m: &Machine, f: &SandboxFilter) -> Vec<SandboxView> {
         .map(sandbox_view)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_ids_win_and_prefixes_must_be_unique() {
+        let ids: Vec<String> = ["abc1", "abc2", "abd", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            find_unique(ids.iter(), "abd").unwrap(),
+            Some("abd".to_owned())
+        );
+        assert_eq!(
+            find_unique(ids.iter(), "abc1").unwrap(),
+            Some("abc1".to_owned())
+        );
+        assert_eq!(find_unique(ids.iter(), "x").unwrap(), Some("x".to_owned()));
+        assert_eq!(
+            find_unique(ids.iter(), "abd").unwrap(),
+            Some("abd".to_owned())
+        );
+        assert_eq!(find_unique(ids.iter(), "zz").unwrap(), None);
+        assert_eq!(find_unique(ids.iter(), "").unwrap(), None);
+        assert_eq!(
+            find_unique(ids.iter(), "abc"),
+            Err(ServiceError::Ambiguous {
+                prefix: "abc".into(),
+                matches: 2
+            })
+        );
+    }
+}
