@@ -34,6 +34,8 @@ pub enum Guard {
     Recovering,
     /// Its exit is being recorded.
     Exiting,
+    /// An UpdateContainerResources is being recorded.
+    Updating,
 }
 
 impl std::fmt::Display for Guard {
@@ -43,6 +45,7 @@ impl std::fmt::Display for Guard {
             Guard::Removing => "removing",
             Guard::Recovering => "recovering",
             Guard::Exiting => "its exit is being recorded",
+            Guard::Updating => "its resources are being updated",
         })
     }
 }

@@ -180,6 +180,10 @@ impl Machine {
             exit,
             lane: Lane::Idle,
         });
+        if c.guard == Some(Guard::Updating) {
+            // Recorded once the update's write is done (one write of a record at a time).
+            return;
+        }
         #[cfg(feature = "planted-bugs")]
         if self
             .config

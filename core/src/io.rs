@@ -316,6 +316,14 @@ pub enum Command {
     },
     /// RemoveContainer (force-stops a running or unknown container first).
     RemoveContainer(ContainerId),
+    /// UpdateContainerResources: record new limits (the driver applied them to the task or
+    /// record first).
+    UpdateContainerResources {
+        /// Which container.
+        id: ContainerId,
+        /// The new limits.
+        resources: crate::status::Resources,
+    },
 }
 
 /// A successful reply.

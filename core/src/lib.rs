@@ -74,6 +74,7 @@ mod status;
 mod stop;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod update;
 mod validate;
 
 pub use checkpoint::{

@@ -355,6 +355,11 @@ pub(crate) enum Step {
     RecoverTaskDelete {
         id: ContainerId,
     },
+    UpdatePersist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
     RecoverObserve {
         target: Target,
         attempt: u32,
@@ -479,6 +484,9 @@ impl Machine {
             Command::StartContainer(id) => self.start_container(req, id),
             Command::StopContainer { id, timeout } => self.stop_container(req, id, timeout),
             Command::RemoveContainer(id) => self.remove_container(req, id),
+            Command::UpdateContainerResources { id, resources } => {
+                self.update_resources(req, id, resources)
+            }
         }
     }
 
@@ -550,7 +558,8 @@ impl Machine {
             | Step::StartRecordFailure { .. }
             | Step::ExitPersist { .. }
             | Step::RemoveCheckpoint { .. }
-            | Step::RecoverPersist { .. }) => {
+            | Step::RecoverPersist { .. }
+            | Step::UpdatePersist { .. }) => {
                 // A persist outcome delivered as a call result: a driver bug. Put the step
                 // back so the real outcome can still arrive.
                 self.steps.insert(op, step);
@@ -595,6 +604,9 @@ impl Machine {
                 attempt,
                 status,
             } => self.on_recover_persist(id, attempt, status, result),
+            Step::UpdatePersist { id, req, status } => {
+                self.on_update_persist(id, req, status, result)
+            }
             other => {
                 self.steps.insert(op, other);
             }

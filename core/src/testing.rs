@@ -685,5 +685,11 @@ fn describe_command(c: &Command) -> String {
             format!("StopContainer {id} timeout={}s", timeout.as_secs())
         }
         Command::RemoveContainer(id) => format!("RemoveContainer {id}"),
+        Command::UpdateContainerResources { id, resources } => {
+            format!(
+                "UpdateContainerResources {id} memory={}",
+                resources.memory_limit_in_bytes
+            )
+        }
     }
 }

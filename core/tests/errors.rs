@@ -367,3 +367,84 @@ fn remove_pod_removes_everything() {
     assert!(w.records.is_empty() && w.tasks.is_empty() && w.disk.is_empty());
     w.machine.check_invariants().unwrap();
 }
+
+fn mem(mb: i64) -> Resources {
+    Resources {
+        memory_limit_in_bytes: mb << 20,
+        ..Resources::default()
+    }
+}
+
+#[test]
+fn update_resources_is_recorded_and_refused_when_exited() {
+    let mut w = world();
+    let e = w
+        .run(Command::UpdateContainerResources {
+            id: cid("nope"),
+            resources: mem(1),
+        })
+        .unwrap_err();
+    assert_eq!(e, CommandError::ContainerNotFound { id: cid("nope") });
+    assert_eq!(
+        w.run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(64)
+        }),
+        Ok(Response::Done)
+    );
+    assert_eq!(w.disk[&cid("c1")].resources, Some(mem(64)));
+    assert_eq!(w.status("c1").unwrap().resources, Some(mem(64)));
+    w.start("c1").unwrap();
+    w.exit_task(&World::ct("c1"), 0);
+    w.settle();
+    let before = w.disk.clone();
+    let e = w
+        .run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(1),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CommandError::InvalidState {
+                state: ContainerState::Exited,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    unchanged(&w, &before);
+}
+
+#[test]
+fn exit_during_update_is_recorded_after_it() {
+    let mut w = world();
+    w.start("c1").unwrap();
+    let req = w.command(Command::UpdateContainerResources {
+        id: cid("c1"),
+        resources: mem(8),
+    });
+    // The process exits while the update's write is pending: no second write starts.
+    w.exit_task(&World::ct("c1"), 3);
+    let persists = w
+        .pending
+        .iter()
+        .filter(|e| matches!(e, Effect::Persist { .. }))
+        .count();
+    assert_eq!(persists, 1, "one write of the record at a time");
+    let start = w.command(Command::StartContainer(cid("c1")));
+    assert!(matches!(
+        w.replies[&start],
+        Err(CommandError::InvalidState { .. } | CommandError::Busy { .. })
+    ));
+    w.settle();
+    assert_eq!(w.replies[&req], Ok(Response::Done));
+    let s = w.status("c1").unwrap();
+    assert_eq!(
+        (s.state(), s.exit_code, s.resources.clone()),
+        (ContainerState::Exited, 3, Some(mem(8)))
+    );
+    assert_eq!(w.disk[&cid("c1")], s);
+    w.machine.check_invariants().unwrap();
+}

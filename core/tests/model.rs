@@ -41,6 +41,7 @@ enum Op {
     Start(u8),
     Stop(u8, bool),
     Remove(u8),
+    Update(u8, u8),
     StopPod(u8),
     RemovePod(u8),
     Execute(u8),
@@ -62,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..4u8).prop_map(Op::Start),
         2 => (0..4u8, any::<bool>()).prop_map(|(c, g)| Op::Stop(c, g)),
         2 => (0..4u8).prop_map(Op::Remove),
+        1 => (0..4u8, 1..255u8).prop_map(|(c, mb)| Op::Update(c, mb)),
         1 => (0..2u8).prop_map(Op::StopPod),
         1 => (0..2u8).prop_map(Op::RemovePod),
         8 => any::<u8>().prop_map(Op::Execute),
@@ -182,6 +184,19 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
             Some(cid(*c)),
             Command::RemoveContainer(cid(*c)),
         ),
+        Op::Update(c, mb) => send(
+            w,
+            m,
+            &format!("update:{mb}"),
+            Some(cid(*c)),
+            Command::UpdateContainerResources {
+                id: cid(*c),
+                resources: Resources {
+                    memory_limit_in_bytes: i64::from(*mb) << 20,
+                    ..Resources::default()
+                },
+            },
+        ),
         Op::StopPod(p) => send(
             w,
             m,
@@ -256,6 +271,27 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
                     ));
                 }
                 m.stopped.insert(id);
+            }
+            ("update", true, Some(id)) => {
+                let want = pod.parse::<i64>().unwrap_or(-1) << 20;
+                let got = w
+                    .machine
+                    .container(&id)
+                    .and_then(|c| c.status().resources.as_ref())
+                    .map(|r| r.memory_limit_in_bytes);
+                // A later update or a removal may have come first; the acked one must have
+                // been recorded unless superseded.
+                if w.machine.container(&id).is_some() && got.is_none() {
+                    return Err(format!(
+                        "{req}: update of {id} to {want} acked but no resources recorded"
+                    ));
+                }
+                if let Some(disk) = w.disk.get(&id)
+                    && disk.resources.is_none()
+                    && w.machine.container(&id).is_some_and(|c| c.is_durable())
+                {
+                    return Err(format!("{req}: update of {id} acked but not on disk"));
+                }
             }
             ("remove", true, Some(id)) => {
                 if state.is_some() {

@@ -263,6 +263,9 @@ impl Cri {
                 &r,
             )
             .await?;
+            // Then recorded in berth's status, so ContainerStatus and restarts see them.
+            svc.update_container_resources(view.meta.id.as_str(), r)
+                .await?;
             tracing::info!(container = %view.meta.id, "resources updated");
         }
         Ok(cri::UpdateContainerResourcesResponse {})

@@ -1,10 +1,8 @@
-//! UpdateContainerResources against containerd, outside the service (which has no command
-//! for it yet): a running container's task gets `Tasks.Update` (its cgroup changes at once);
-//! a created container's record gets the new resources in its OCI spec
-//! (`Containers.Update` with a `spec` field mask), so its task starts with them.
-//!
-//! Limitation: berth's status record keeps the resources given at CreateContainer, so
-//! ContainerStatus reports those until the core learns an update command.
+//! UpdateContainerResources against containerd: a running container's task gets
+//! `Tasks.Update` (its cgroup changes at once); a created container's record gets the new
+//! resources in its OCI spec (`Containers.Update` with a `spec` field mask), so its task
+//! starts with them. The server then records them in berth's status through the service
+//! (`ServiceHandle::update_container_resources`).
 
 use berth_containerd::ContainerdBackend;
 use berth_containerd::spec::{self, Process, SpecInput};

@@ -226,6 +226,23 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
         .or_else(|_| std::fs::read_to_string(&v2))
         .unwrap();
     assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    // ... and berth's status records it (ContainerStatus reports the new limit).
+    let st = cri
+        .container_status(cri::ContainerStatusRequest {
+            container_id: sleeper.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        st.resources
+            .and_then(|r| r.linux)
+            .map(|l| l.memory_limit_in_bytes),
+        Some(96 << 20)
+    );
 
     // A created container gets them in its OCI spec (its task starts with them).
     cri.update_container_resources(cri::UpdateContainerResourcesRequest {

@@ -5,8 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::{Finding, Outcome};
 
-/// The fuzz crate's directory.
+/// The fuzz crate's directory: the current directory when it holds `corpus/` (cargo runs
+/// tests there; an artifact shared between checkouts through one target directory must read
+/// this checkout's corpus), else the directory this crate was compiled from.
 pub fn fuzz_dir() -> PathBuf {
+    if let Ok(cwd) = std::env::current_dir()
+        && cwd.join("corpus").is_dir()
+        && cwd.join("Cargo.toml").is_file()
+    {
+        return cwd;
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 

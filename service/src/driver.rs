@@ -291,12 +291,12 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 m.handle_command(req, command, now);
             }
             Request::ByPrefix(kind, prefix, reply) => {
-                let command = match resolve(m, kind, &prefix) {
+                let command = match resolve(m, kind.clone(), &prefix) {
                     Ok(Some(command)) => command,
                     // Unknown ids: stop and remove succeed, start is NotFound.
                     Ok(None) => {
                         let result = match kind {
-                            PrefixCommand::Start => {
+                            PrefixCommand::Start | PrefixCommand::Update(_) => {
                                 let err = match ContainerId::new(prefix) {
                                     Ok(id) => CommandError::ContainerNotFound { id },
                                     Err(e) => CommandError::InvalidId(e),
@@ -452,6 +452,9 @@ fn resolve(
             find_container(m, prefix)?.map(|id| Command::StopContainer { id, timeout })
         }
         PrefixCommand::Remove => find_container(m, prefix)?.map(Command::RemoveContainer),
+        PrefixCommand::Update(resources) => {
+            find_container(m, prefix)?.map(|id| Command::UpdateContainerResources { id, resources })
+        }
         PrefixCommand::StopSandbox => find_sandbox(m, prefix)?.map(Command::StopPodSandbox),
         PrefixCommand::RemoveSandbox => find_sandbox(m, prefix)?.map(Command::RemovePodSandbox),
     })

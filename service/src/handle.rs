@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use berth_core::{
     Command, ContainerConfig, ContainerId, ContainerMeta, ContainerState, Event, ExitStatus,
-    Response, SandboxConfig, SandboxId, SandboxMeta, SandboxState, Status,
+    Resources, Response, SandboxConfig, SandboxId, SandboxMeta, SandboxState, Status,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -78,11 +78,12 @@ pub(crate) enum Request {
 }
 
 /// Commands that take an existing object's id.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum PrefixCommand {
     Start,
     Stop(Duration),
     Remove,
+    Update(Resources),
     StopSandbox,
     RemoveSandbox,
 }
@@ -160,6 +161,16 @@ impl ServiceHandle {
     /// RemoveContainer (unknown ids succeed).
     pub async fn remove_container(&self, id: &str) -> Result<(), ServiceError> {
         self.by_prefix(PrefixCommand::Remove, id).await
+    }
+
+    /// UpdateContainerResources: records the new limits durably. The caller applies them
+    /// to containerd first (berthd does).
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: Resources,
+    ) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::Update(resources), id).await
     }
 
     async fn by_prefix(&self, command: PrefixCommand, id: &str) -> Result<(), ServiceError> {

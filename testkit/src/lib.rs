@@ -48,8 +48,23 @@ const TOOLS: &[&str] = &[
     "protoc",
 ];
 
-/// The repository's `scripts/` directory.
+/// The repository's `scripts/` directory: `$BERTH_SCRIPTS_DIR` if set, else the nearest
+/// `scripts/` with `build-image.sh` above the current directory (cargo runs tests in their
+/// package's directory), else the one this crate was compiled from. Looking at run time
+/// matters: several checkouts may share one cargo target directory, and an artifact built
+/// in another checkout must not run that checkout's scripts.
 pub fn scripts_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_SCRIPTS_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        for dir in cwd.ancestors() {
+            let candidate = dir.join("scripts");
+            if candidate.join("build-image.sh").is_file() {
+                return candidate;
+            }
+        }
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("scripts")

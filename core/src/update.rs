@@ -1,0 +1,98 @@
+//! UpdateContainerResources: the new limits are recorded durably (containerd's
+//! `UpdateSync`, spec §3) after the driver applied them to the task or record.
+//!
+//! While the write is in flight the container holds the `Updating` guard: starts and
+//! removals are refused (retryable), and an exit that arrives is kept and recorded as soon
+//! as the update's write has finished, so no two writes of one record ever race.
+
+use crate::error::{CommandError, Guard};
+use crate::ids::{ContainerId, RequestId};
+use crate::io::{PersistAction, PersistError, Response};
+use crate::machine::{Lane, Machine, Step};
+use crate::status::{ContainerState, Resources, Status};
+
+impl Machine {
+    pub(crate) fn update_resources(
+        &mut self,
+        req: RequestId,
+        id: ContainerId,
+        resources: Resources,
+    ) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            self.reply(req, Err(CommandError::ContainerNotFound { id }));
+            return;
+        };
+        let state = c.state();
+        if state == ContainerState::Exited {
+            self.reply(
+                req,
+                Err(CommandError::InvalidState {
+                    id,
+                    op: "update resources of",
+                    state,
+                }),
+            );
+            return;
+        }
+        let busy = c
+            .guard
+            .or(c.exit.map(|_| Guard::Exiting))
+            .or((!c.dirty.is_idle()).then_some(Guard::Recovering));
+        if let Some(guard) = busy {
+            self.reply(
+                req,
+                Err(CommandError::Busy {
+                    id,
+                    op: "update resources of",
+                    guard,
+                }),
+            );
+            return;
+        }
+        c.guard = Some(Guard::Updating);
+        let mut status = c.status.clone();
+        status.resources = Some(resources);
+        self.persist(
+            Step::UpdatePersist {
+                id: id.clone(),
+                req,
+                status: status.clone(),
+            },
+            &id,
+            PersistAction::Write(status),
+        );
+    }
+
+    pub(crate) fn on_update_persist(
+        &mut self,
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+        result: Result<(), PersistError>,
+    ) {
+        let Some(c) = self.containers.get_mut(&id) else {
+            self.reply(req, Ok(Response::Done));
+            return;
+        };
+        c.guard = None;
+        let deferred_exit = c.exit.is_some_and(|p| p.lane == Lane::Idle);
+        match result {
+            Ok(()) => {
+                // Nothing else wrote this record meanwhile (the guard kept them out).
+                c.status = status;
+                self.reply(req, Ok(Response::Done));
+            }
+            Err(error) => self.reply(
+                req,
+                Err(CommandError::Persist {
+                    op: "update container resources",
+                    error,
+                }),
+            ),
+        }
+        if deferred_exit {
+            self.persist_exit(id.clone(), 0);
+        }
+        self.progress_sandbox_of(&id);
+    }
+}
