@@ -22,7 +22,7 @@ use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::faults::{FaultCounts, FaultEvent, FaultKind, FaultPlan};
 use crate::model::{Model, WaitBegin, WaitPoll, connection_refused, transport_error};
-use crate::truth::{ProcessPlan, RealExit, Restart, ShimDeath, Truth};
+use crate::truth::{ObjectTruth, ProcessPlan, RealExit, Restart, ShimDeath, Truth};
 
 /// Stream constant: the backend's draws are independent of the disk's and the plan's.
 const BACKEND_STREAM: u64 = 0xC0DE_0001_5EED_0001;
@@ -249,7 +249,8 @@ impl SimBackend {
         self.state().model.is_up(Instant::now())
     }
 
-    /// The pod's shim dies now, taking every task of the pod: live processes are killed
+    /// The shim with key `pod` (a pod id; a task id with [`SimConfig::shim_per_container`])
+    /// dies now, taking every task it runs: live processes are killed
     /// (137, recorded as [`crate::ExitCause::ShimDied`]), stopped tasks' statuses are lost,
     /// waits break with `Unavailable`, and the tasks become NotFound (after
     /// [`SimConfig::shim_cleanup`] for calls other than `Tasks.Get`). Records remain.
@@ -263,6 +264,19 @@ impl SimBackend {
         };
         self.inner.notify.notify_waiters();
         Ok(death)
+    }
+
+    /// The shim that runs `target`'s task dies now ([`SimBackend::kill_shim`] of its shim
+    /// key: the pod, or the task itself with [`SimConfig::shim_per_container`]).
+    pub fn kill_shim_of(&self, target: &Target) -> Result<ShimDeath, HookError> {
+        let key = self
+            .state()
+            .model
+            .shim_key_of(target.as_str())
+            .ok_or_else(|| HookError::NoTask {
+                id: target.as_str().to_owned(),
+            })?;
+        self.kill_shim(&key)
     }
 
     /// The running process of `target` exits with `code` now.
@@ -339,6 +353,14 @@ impl SimBackend {
         let now = Instant::now();
         s.model.settle(now);
         s.model.truth(now)
+    }
+
+    /// What is true of one containerd id now (record, task, real exits): a cheap slice of
+    /// [`SimBackend::truth`] for checks after every step.
+    pub fn truth_of(&self, id: &str) -> ObjectTruth {
+        let mut s = self.state();
+        s.model.settle(Instant::now());
+        s.model.truth_of(id)
     }
 
     /// Every real exit so far, in time order.

@@ -81,6 +81,11 @@ pub struct SimConfig {
     pub call_timeout: Option<Duration>,
     /// The first pid handed out.
     pub first_pid: u32,
+    /// One shim per task, as berth's real backend gets from containerd (it sets no sandbox
+    /// grouping annotation), instead of one per pod as containerd's CRI plugin groups them.
+    /// Shim deaths and [`crate::SimBackend::kill_shim`] then take a single task; shim keys
+    /// are task ids.
+    pub shim_per_container: bool,
 }
 
 impl Default for SimConfig {
@@ -91,6 +96,7 @@ impl Default for SimConfig {
             shim_cleanup: Duration::from_secs(1),
             call_timeout: None,
             first_pid: 1000,
+            shim_per_container: false,
         }
     }
 }

@@ -16,8 +16,8 @@ use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::truth::{
-    ExitCause, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath, ShimState,
-    ShimTruth, TaskTruth, Truth,
+    ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
+    ShimState, ShimTruth, TaskTruth, Truth,
 };
 
 /// containerd's namespace, as it appears in its error messages.
@@ -44,6 +44,8 @@ struct Task {
     seq: u64,
     target: Target,
     pod: SandboxId,
+    /// The key of the shim running it: its pod, or itself with one shim per container.
+    shim_key: SandboxId,
     shim: u64,
     pid: u32,
     proc: Proc,
@@ -394,7 +396,8 @@ impl Model {
                 ));
             }
         }
-        let shim = match self.shims.get(&pod) {
+        let shim_key = self.shim_key(id, &pod);
+        let shim = match self.shims.get(&shim_key) {
             Some(s) if s.state == ShimState::Alive => s.seq,
             Some(s) if s.cleanup_until.is_some_and(|u| now < u) => {
                 return Err(ttrpc_closed(VERB, id));
@@ -403,7 +406,7 @@ impl Model {
                 let seq = self.next_shim;
                 self.next_shim += 1;
                 self.shims.insert(
-                    pod.clone(),
+                    shim_key.clone(),
                     Shim {
                         seq,
                         started_at: self.clock.wall_of(now),
@@ -425,6 +428,7 @@ impl Model {
                 seq,
                 target: target.clone(),
                 pod,
+                shim_key,
                 shim,
                 pid,
                 proc: Proc::Created,
@@ -433,6 +437,26 @@ impl Model {
             },
         );
         Ok(pid)
+    }
+
+    /// The key of the shim that runs task `id` of `pod`: the pod (containerd's CRI groups a
+    /// pod's tasks in one shim), or the task itself with [`SimConfig::shim_per_container`]
+    /// (berth's real backend sets no grouping annotation).
+    pub fn shim_key(&self, id: &str, pod: &SandboxId) -> SandboxId {
+        if self.cfg.shim_per_container {
+            SandboxId::new(id).unwrap_or_else(|_| pod.clone())
+        } else {
+            pod.clone()
+        }
+    }
+
+    /// The shim key of the task (or record) `id`, if it has one.
+    pub fn shim_key_of(&self, id: &str) -> Option<SandboxId> {
+        if let Some(t) = self.tasks.get(id) {
+            return Some(t.shim_key.clone());
+        }
+        let pod = self.records.get(id)?.pod.clone();
+        Some(self.shim_key(id, &pod))
     }
 
     /// `Tasks.Start`: the process starts and follows its plan.
@@ -549,9 +573,9 @@ impl Model {
         let Some(task) = self.tasks.remove(id) else {
             return;
         };
-        let pod_has_tasks = self.tasks.values().any(|t| t.pod == task.pod);
+        let pod_has_tasks = self.tasks.values().any(|t| t.shim_key == task.shim_key);
         if !pod_has_tasks
-            && let Some(shim) = self.shims.get_mut(&task.pod)
+            && let Some(shim) = self.shims.get_mut(&task.shim_key)
             && shim.state == ShimState::Alive
             && shim.seq == task.shim
         {
@@ -677,7 +701,7 @@ impl Model {
         let ids: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.pod == *pod)
+            .filter(|(_, t)| t.shim_key == *pod)
             .map(|(id, _)| id.clone())
             .collect();
         let mut death = ShimDeath {
@@ -759,6 +783,40 @@ impl Model {
         }
     }
 
+    /// What is true of one containerd id now (call [`Model::settle`] first): cheaper than a
+    /// whole [`Truth`] snapshot.
+    pub fn truth_of(&self, id: &str) -> ObjectTruth {
+        ObjectTruth {
+            record: self.records.contains_key(id),
+            task: self.tasks.get(id).map(|t| self.task_truth(id, t)),
+            exits: self
+                .exits
+                .iter()
+                .filter(|e| e.target.as_str() == id)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn task_truth(&self, id: &str, t: &Task) -> TaskTruth {
+        let exit_due = match t.proc {
+            Proc::Running { exit_at } => exit_at.map(|at| self.clock.wall_of(at)),
+            _ => None,
+        };
+        TaskTruth {
+            target: t.target.clone(),
+            task: t.seq,
+            pod: t.pod.clone(),
+            shim: t.shim,
+            pid: t.pid,
+            state: state_of(t),
+            started_at: t.started_at,
+            exit_due,
+            orphaned: !self.records.contains_key(id),
+            plan: t.plan,
+        }
+    }
+
     /// Every real exit so far.
     pub fn exits(&self) -> &[RealExit] {
         &self.exits
@@ -769,27 +827,7 @@ impl Model {
         let tasks = self
             .tasks
             .iter()
-            .map(|(id, t)| {
-                let exit_due = match t.proc {
-                    Proc::Running { exit_at } => exit_at.map(|at| self.clock.wall_of(at)),
-                    _ => None,
-                };
-                (
-                    id.clone(),
-                    TaskTruth {
-                        target: t.target.clone(),
-                        task: t.seq,
-                        pod: t.pod.clone(),
-                        shim: t.shim,
-                        pid: t.pid,
-                        state: state_of(t),
-                        started_at: t.started_at,
-                        exit_due,
-                        orphaned: !self.records.contains_key(id),
-                        plan: t.plan,
-                    },
-                )
-            })
+            .map(|(id, t)| (id.clone(), self.task_truth(id, t)))
             .collect();
         let shims = self
             .shims
@@ -798,7 +836,7 @@ impl Model {
                 let held = self
                     .tasks
                     .iter()
-                    .filter(|(_, t)| t.pod == *pod && t.shim == s.seq)
+                    .filter(|(_, t)| t.shim_key == *pod && t.shim == s.seq)
                     .map(|(id, _)| id.clone())
                     .collect();
                 (

@@ -200,6 +200,18 @@ pub struct Restart {
     pub up_at: i64,
 }
 
+/// What is true of one containerd id ([`crate::SimBackend::truth_of`]): a cheap per-object
+/// slice of [`Truth`] for checks that run after every step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectTruth {
+    /// containerd holds a record with this id.
+    pub record: bool,
+    /// Its task, if one exists (orphaned if `record` is false).
+    pub task: Option<TaskTruth>,
+    /// Every real exit of a task with this id, oldest first.
+    pub exits: Vec<RealExit>,
+}
+
 /// A snapshot of everything the simulated containerd knows and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truth {

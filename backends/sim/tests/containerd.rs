@@ -582,3 +582,51 @@ async fn with_real_latencies_a_restart_during_a_call_breaks_it() {
     let e = created.unwrap_err();
     assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
 }
+
+/// berth's real backend gets one shim per task (no grouping annotation); the differential
+/// tests found the difference, `SimConfig::shim_per_container` models it.
+#[tokio::test(start_paused = true)]
+async fn with_a_shim_per_container_a_shim_death_takes_one_task() {
+    let sim = SimBackend::with_config(
+        9,
+        SimConfig {
+            shim_per_container: true,
+            ..SimConfig::instant()
+        },
+    );
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::forever()).await;
+    run(&sim, "p1", "c2", ProcessPlan::forever()).await;
+    let truth = sim.truth();
+    assert_eq!(
+        truth.live_shims().count(),
+        3,
+        "pause, c1 and c2 each have a shim"
+    );
+    let death = sim.kill_shim_of(&ct("c1")).unwrap();
+    assert_eq!(death.killed, vec![ct("c1")]);
+    assert_eq!(
+        sim.task_status(&ct("c1")).await.unwrap(),
+        TaskState::NotFound
+    );
+    assert!(matches!(
+        sim.task_status(&ct("c2")).await.unwrap(),
+        TaskState::Running { .. }
+    ));
+    assert!(matches!(
+        sim.task_status(&sb("p1")).await.unwrap(),
+        TaskState::Running { .. }
+    ));
+    // Grouped per pod (the default), the same death takes the whole pod.
+    let grouped = sim_grouped().await;
+    let death = grouped.kill_shim_of(&ct("c1")).unwrap();
+    assert_eq!(death.killed.len(), 3, "{death:?}");
+}
+
+async fn sim_grouped() -> SimBackend {
+    let sim = SimBackend::with_config(9, SimConfig::instant());
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::forever()).await;
+    run(&sim, "p1", "c2", ProcessPlan::forever()).await;
+    sim
+}

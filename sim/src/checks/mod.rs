@@ -1,0 +1,35 @@
+//! The checkers, one concern per file (as TigerBeetle's VOPR keeps them). Each is a pure
+//! function of what berth answered and what the simulated containerd and disk hold, so it
+//! runs after every step where that makes sense and at the end of a run, and it can be unit
+//! tested without a simulation.
+//!
+//! - [`invariants`]: the core's invariants (asked of the running service) and names a
+//!   bijection;
+//! - [`replies`]: every CRI reply and observation against a reference model;
+//! - [`truth`]: the CRI view against containerd's truth (state, pid, exit code and time),
+//!   and a restart that changes nothing;
+//! - [`exits`]: no exit lost;
+//! - [`leaks`]: no task, shim, record or checkpoint left behind;
+//! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded.
+
+pub mod exits;
+pub mod invariants;
+pub mod leaks;
+pub mod replies;
+pub mod stuck;
+pub mod truth;
+
+use berth_core::{ContainerState, Status};
+
+/// A short human description of a status, for violation messages.
+pub fn describe(state: ContainerState, s: &Status) -> String {
+    match state {
+        ContainerState::Running => format!("RUNNING pid {}", s.pid),
+        ContainerState::Exited => format!(
+            "EXITED code {} at {} reason {:?}",
+            s.exit_code, s.finished_at, s.reason
+        ),
+        ContainerState::Created => "CREATED".to_owned(),
+        ContainerState::Unknown => format!("UNKNOWN pid {}", s.pid),
+    }
+}

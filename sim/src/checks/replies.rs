@@ -1,0 +1,351 @@
+//! Every CRI reply and observation against a reference model of what the replies promised:
+//!
+//! - a create that returned OK exists from then on, through any number of crashes, until a
+//!   removal of it (or of its pod) was sent;
+//! - a start that returned OK really ran (containerd shows a started task or its exit);
+//! - a stop that returned OK leaves the container not running, and neither berth nor
+//!   containerd shows it running again unless a start was sent after the stop;
+//! - a remove that returned OK leaves nothing: no record, no task, and berth never lists
+//!   the container again;
+//! - observed states never go back: EXITED stays EXITED (it is durable, across restarts);
+//!   within one berth incarnation the rank Created < Running < Exited never decreases and
+//!   UNKNOWN never turns into CREATED or RUNNING.
+//!
+//! Requests, replies and observations are numbered as they happen. A reply is judged against
+//! the requests sent before and after it (a stop acknowledged after a later start was sent
+//! promises nothing), and an observation only against the replies received before it was
+//! sent (berth may have answered it before a reply that arrived earlier): the model stays
+//! correct under concurrent clients whose replies arrive in any order. Observations are
+//! made one at a time (the harness serializes them).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_backend::TaskState;
+use berth_core::{ContainerId, ContainerState, SandboxId};
+use berth_service::ContainerView;
+use berth_simbackend::ObjectTruth;
+
+/// What the replies promised about one container.
+#[derive(Debug, Clone, Default)]
+struct Promise {
+    pod: Option<SandboxId>,
+    /// When the create's OK arrived.
+    create_acked: Option<u64>,
+    /// A removal of the container (or of its pod) was sent.
+    remove_sent: bool,
+    /// When a removal's OK arrived.
+    remove_acked: Option<u64>,
+    last_start_sent: u64,
+    /// When a stop's OK arrived, that stop having been sent after every start sent so far.
+    stopped: Option<u64>,
+    /// When a start's OK arrived.
+    start_acked: Option<u64>,
+    /// Last observed state and the berth incarnation it was observed in.
+    last: Option<(u64, ContainerState)>,
+}
+
+/// Did the event numbered `at` happen before the observation numbered `obs` was sent?
+fn before(at: Option<u64>, obs: u64) -> bool {
+    at.is_some_and(|a| a < obs)
+}
+
+/// The reference model.
+#[derive(Debug, Default)]
+pub struct Replies {
+    seq: u64,
+    promises: BTreeMap<ContainerId, Promise>,
+    pods_removed: BTreeSet<SandboxId>,
+}
+
+fn rank(s: ContainerState) -> Option<u8> {
+    match s {
+        ContainerState::Created => Some(0),
+        ContainerState::Running => Some(1),
+        ContainerState::Exited => Some(2),
+        ContainerState::Unknown => None,
+    }
+}
+
+impl Replies {
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn promise(&mut self, id: &ContainerId) -> &mut Promise {
+        self.promises.entry(id.clone()).or_default()
+    }
+
+    /// The container's pod, once known (a create or adoption tells it).
+    pub fn set_pod(&mut self, id: &ContainerId, pod: &SandboxId) {
+        self.promise(id).pod = Some(pod.clone());
+    }
+
+    /// A StartContainer is being sent now.
+    pub fn sent_start(&mut self, id: &ContainerId) -> u64 {
+        let seq = self.next();
+        let p = self.promise(id);
+        p.last_start_sent = seq;
+        p.stopped = None;
+        seq
+    }
+
+    /// A StopContainer is being sent now; returns its number.
+    pub fn sent_stop(&mut self, _id: &ContainerId) -> u64 {
+        self.next()
+    }
+
+    /// A RemoveContainer is being sent now.
+    pub fn sent_remove(&mut self, id: &ContainerId) {
+        self.promise(id).remove_sent = true;
+    }
+
+    /// A RemovePodSandbox is being sent now: its containers may vanish.
+    pub fn sent_remove_pod(&mut self, pod: &SandboxId) {
+        self.pods_removed.insert(pod.clone());
+        for p in self.promises.values_mut() {
+            if p.pod.as_ref() == Some(pod) {
+                p.remove_sent = true;
+            }
+        }
+    }
+
+    /// An observation is being sent now; returns its number.
+    pub fn begin_observation(&mut self) -> u64 {
+        self.next()
+    }
+
+    fn may_vanish(&self, p: &Promise) -> bool {
+        p.remove_sent
+            || p.pod
+                .as_ref()
+                .is_some_and(|pod| self.pods_removed.contains(pod))
+    }
+
+    /// CreateContainer returned `id`; `truth` is what containerd holds of it now.
+    pub fn acked_create(
+        &mut self,
+        id: &ContainerId,
+        pod: &SandboxId,
+        truth: &ObjectTruth,
+    ) -> Result<(), String> {
+        let at = self.next();
+        let p = self.promise(id);
+        p.create_acked = Some(at);
+        p.pod = Some(pod.clone());
+        if !truth.record {
+            return Err(format!(
+                "create of {id} acknowledged but containerd has no record of it"
+            ));
+        }
+        Ok(())
+    }
+
+    /// StartContainer of `id` returned OK.
+    pub fn acked_start(&mut self, id: &ContainerId, truth: &ObjectTruth) -> Result<(), String> {
+        let at = self.next();
+        self.promise(id).start_acked = Some(at);
+        let ran = truth.task.as_ref().is_some_and(|t| t.started_at > 0)
+            || truth.exits.iter().any(|e| e.started);
+        if !ran {
+            return Err(format!(
+                "start of {id} acknowledged but no process of it ever ran (task {:?})",
+                truth.task.as_ref().map(|t| t.state)
+            ));
+        }
+        Ok(())
+    }
+
+    /// StopContainer number `seq` of `id` returned OK.
+    pub fn acked_stop(
+        &mut self,
+        id: &ContainerId,
+        seq: u64,
+        truth: &ObjectTruth,
+    ) -> Result<(), String> {
+        let at = self.next();
+        let p = self.promise(id);
+        if seq > p.last_start_sent {
+            p.stopped = Some(at);
+            if let Some(t) = &truth.task
+                && matches!(t.state, TaskState::Running { .. })
+            {
+                return Err(format!(
+                    "stop of {id} acknowledged but its process {} still runs",
+                    t.pid
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// RemoveContainer of `id` returned OK.
+    pub fn acked_remove(&mut self, id: &ContainerId, truth: &ObjectTruth) -> Result<(), String> {
+        let at = self.next();
+        let p = self.promise(id);
+        p.remove_sent = true;
+        p.remove_acked = Some(at);
+        if truth.record || truth.task.is_some() {
+            return Err(format!(
+                "remove of {id} acknowledged but containerd still has {}{}",
+                if truth.record { "its record " } else { "" },
+                truth
+                    .task
+                    .as_ref()
+                    .map(|t| format!("its task ({:?})", t.state))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox of `pod` returned OK; `members` is containerd's truth of every
+    /// container created in it, and `pause` of the pod itself.
+    pub fn acked_remove_pod(
+        &mut self,
+        pod: &SandboxId,
+        pause: &ObjectTruth,
+        members: &[(ContainerId, ObjectTruth)],
+    ) -> Result<(), String> {
+        if pause.record || pause.task.is_some() {
+            return Err(format!(
+                "remove of pod {pod} acknowledged but containerd still has its pause container"
+            ));
+        }
+        for (id, truth) in members {
+            let at = self.next();
+            self.promise(id).remove_acked = Some(at);
+            if truth.record || truth.task.is_some() {
+                return Err(format!(
+                    "remove of pod {pod} acknowledged but containerd still has container {id}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One container observed (ContainerStatus) by observation `obs` in berth incarnation
+    /// `incarnation`: `None` if berth said it does not exist.
+    pub fn observed(
+        &mut self,
+        obs: u64,
+        incarnation: u64,
+        id: &ContainerId,
+        view: Option<&ContainerView>,
+    ) -> Result<(), String> {
+        let vanish_ok = self.promises.get(id).is_some_and(|p| self.may_vanish(p));
+        let p = self.promise(id);
+        let Some(view) = view else {
+            if before(p.create_acked, obs) && !vanish_ok {
+                return Err(format!(
+                    "container {id} was created (acknowledged) and never removed, but berth says it does not exist"
+                ));
+            }
+            p.last = None;
+            return Ok(());
+        };
+        if before(p.remove_acked, obs) {
+            return Err(format!(
+                "container {id} was removed (acknowledged) but berth lists it again ({})",
+                view.state
+            ));
+        }
+        let now = view.state;
+        if let Some((last_incarnation, prev)) = p.last {
+            if prev == ContainerState::Exited && now != ContainerState::Exited {
+                return Err(format!("container {id} went from EXITED back to {now}"));
+            }
+            if last_incarnation == incarnation {
+                if let (Some(a), Some(b)) = (rank(prev), rank(now))
+                    && b < a
+                {
+                    return Err(format!("container {id} went back from {prev} to {now}"));
+                }
+                if prev == ContainerState::Unknown
+                    && matches!(now, ContainerState::Running | ContainerState::Created)
+                {
+                    return Err(format!("container {id} went from UNKNOWN to {now}"));
+                }
+            }
+        }
+        if now == ContainerState::Running && before(p.stopped, obs) {
+            return Err(format!(
+                "container {id} is RUNNING after its stop was acknowledged (no start sent since)"
+            ));
+        }
+        if now == ContainerState::Created && before(p.start_acked, obs) {
+            return Err(format!(
+                "container {id} is CREATED although a start of it was acknowledged"
+            ));
+        }
+        p.last = Some((incarnation, now));
+        Ok(())
+    }
+
+    /// Every container observed at once (ListContainers) by observation `obs` in
+    /// incarnation `incarnation`: each is judged as by [`Replies::observed`], and every
+    /// acknowledged, unremoved container must be in the list.
+    pub fn observed_all(
+        &mut self,
+        obs: u64,
+        incarnation: u64,
+        views: &[ContainerView],
+    ) -> Result<(), String> {
+        let listed: BTreeSet<&ContainerId> = views.iter().map(|v| &v.meta.id).collect();
+        let missing: Vec<ContainerId> = self
+            .promises
+            .iter()
+            .filter(|(id, p)| {
+                before(p.create_acked, obs) && !listed.contains(id) && !self.may_vanish(p)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if let Some(id) = missing.first() {
+            return Err(format!(
+                "container {id} was created (acknowledged) and never removed, but berth does not list it ({} such)",
+                missing.len()
+            ));
+        }
+        for v in views {
+            self.observed(obs, incarnation, &v.meta.id, Some(v))?;
+        }
+        // Unlisted containers (removed, or never acknowledged) start afresh.
+        for (id, p) in self.promises.iter_mut() {
+            if !listed.contains(id) {
+                p.last = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// containerd started a task of `id` (`Tasks.Start` succeeded): not allowed if a stop
+    /// of it was acknowledged and no start was sent since.
+    pub fn task_started(&self, id: &str) -> Result<(), String> {
+        let stopped = ContainerId::new(id)
+            .ok()
+            .and_then(|cid| self.promises.get(&cid))
+            .is_some_and(|p| p.stopped.is_some());
+        if stopped {
+            return Err(format!(
+                "container {id}: its stop was acknowledged (no start sent since) but berth started a task of it again"
+            ));
+        }
+        Ok(())
+    }
+
+    /// True if a start of `id` was acknowledged.
+    pub fn start_acked(&self, id: &ContainerId) -> bool {
+        self.promises
+            .get(id)
+            .is_some_and(|p| p.start_acked.is_some())
+    }
+
+    /// Containers whose create was acknowledged and whose removal was not sent.
+    pub fn kept(&self) -> Vec<ContainerId> {
+        self.promises
+            .iter()
+            .filter(|(_, p)| p.create_acked.is_some() && !self.may_vanish(p))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,278 @@
+//! A seed expands into a workload: pods, containers whose processes exit with chosen codes
+//! at chosen times (or run until killed, or ignore SIGTERM), and one script of CRI requests
+//! per client. The scripts are fixed before the run starts, so the same seed and shape give
+//! the same requests whatever happens; what each request finds depends on the run.
+
+use std::time::Duration;
+
+use berth_core::{ContainerConfig, SandboxConfig};
+use berth_simbackend::ProcessPlan;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::shape::Shape;
+
+/// Stream constant: the workload's draws are independent of the fault plan's.
+const WORKLOAD_STREAM: u64 = 0x3017_4B1D_0A0D_5EED;
+
+/// Exit codes the processes choose from (0 is more likely).
+const CODES: &[i32] = &[0, 0, 0, 1, 2, 42, 137, 143, 255];
+
+/// One pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSpec {
+    /// CRI name (`pod<i>`).
+    pub name: String,
+    /// The client that owns it.
+    pub client: usize,
+}
+
+/// One container and what its process does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// CRI name (`ctr<i>`), unique over the run.
+    pub name: String,
+    /// Index of its pod.
+    pub pod: usize,
+    /// Its process.
+    pub plan: ProcessPlan,
+}
+
+/// One step of a client's script. Indices refer to [`Workload::pods`] and
+/// [`Workload::containers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// RunPodSandbox (retried until the pod exists).
+    RunPod(usize),
+    /// CreateContainer (retried; a lost reply is found again by name).
+    Create(usize),
+    /// StartContainer.
+    Start(usize),
+    /// StartContainer and StopContainer sent at once (the race of spec §4.3).
+    StartStopRace(usize, Duration),
+    /// StopContainer with a grace period.
+    Stop(usize, Duration),
+    /// RemoveContainer.
+    Remove(usize),
+    /// ContainerStatus.
+    Status(usize),
+    /// ListContainers.
+    List,
+    /// StopPodSandbox.
+    StopPod(usize),
+    /// RemovePodSandbox (its containers go with it).
+    RemovePod(usize),
+    /// Nothing for a while.
+    Think(Duration),
+}
+
+/// Pods, containers and one script per client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Every pod.
+    pub pods: Vec<PodSpec>,
+    /// Every container.
+    pub containers: Vec<ContainerSpec>,
+    /// One script per client.
+    pub scripts: Vec<Vec<Step>>,
+}
+
+/// The CRI config of pod `name`.
+pub fn sandbox_config(name: &str) -> SandboxConfig {
+    SandboxConfig {
+        name: name.to_owned(),
+        uid: format!("uid-{name}"),
+        namespace: "sim".to_owned(),
+        hostname: name.to_owned(),
+        log_directory: format!("/var/log/pods/{name}"),
+        ..SandboxConfig::default()
+    }
+}
+
+/// The CRI config of container `name`.
+pub fn container_config(name: &str) -> ContainerConfig {
+    ContainerConfig {
+        name: name.to_owned(),
+        image: "busybox".to_owned(),
+        command: vec!["sleep".to_owned(), "1000".to_owned()],
+        log_path: format!("{name}.log"),
+        ..ContainerConfig::default()
+    }
+}
+
+fn grace(rng: &mut SmallRng) -> Duration {
+    Duration::from_millis([0, 500, 2000][rng.gen_range(0..3)])
+}
+
+impl Workload {
+    /// The workload of `seed` with `shape` (normalized first).
+    pub fn generate(seed: u64, shape: &Shape) -> Workload {
+        let shape = shape.normalized();
+        // Each container draws from a stream of its own, so that shrinking (fewer containers)
+        // leaves the others as they were.
+        let stream = |k: u64| {
+            SmallRng::seed_from_u64(seed ^ WORKLOAD_STREAM ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        };
+        let pods: Vec<PodSpec> = (0..shape.pods)
+            .map(|i| PodSpec {
+                name: format!("pod{i}"),
+                client: i % shape.clients,
+            })
+            .collect();
+        let mut containers = Vec::with_capacity(shape.containers);
+        let mut lanes_of: Vec<Vec<Step>> = Vec::with_capacity(shape.containers);
+        for i in 0..shape.containers {
+            let mut rng = stream(i as u64 + 1);
+            let client = i % shape.clients;
+            let owned: Vec<usize> = (0..pods.len())
+                .filter(|p| pods[*p].client == client)
+                .collect();
+            let pod = owned[rng.gen_range(0..owned.len())];
+            let mut plan = if rng.gen_bool(0.55) {
+                let after = Duration::from_millis(rng.gen_range(0..15_000));
+                ProcessPlan::exit(after, CODES[rng.gen_range(0..CODES.len())])
+            } else {
+                ProcessPlan::forever()
+            };
+            if rng.gen_bool(0.3) {
+                plan = plan.ignoring_term();
+            }
+            containers.push(ContainerSpec {
+                name: format!("ctr{i}"),
+                pod,
+                plan,
+            });
+            let mut lane = vec![Step::Create(i)];
+            if rng.gen_bool(0.9) {
+                if rng.gen_bool(0.1) {
+                    lane.push(Step::StartStopRace(i, grace(&mut rng)));
+                } else {
+                    lane.push(Step::Start(i));
+                }
+            }
+            if rng.gen_bool(0.5) {
+                lane.push(Step::Status(i));
+            }
+            if rng.gen_bool(0.6) {
+                lane.push(Step::Stop(i, grace(&mut rng)));
+            }
+            if rng.gen_bool(0.5) {
+                lane.push(Step::Remove(i));
+            }
+            lanes_of.push(lane);
+        }
+        let mut scripts = Vec::with_capacity(shape.clients);
+        for client in 0..shape.clients {
+            let mut rng = stream(u64::MAX - client as u64);
+            // Each container's own steps, in order; then a random interleaving of them.
+            let mut lanes: Vec<Vec<Step>> = lanes_of
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % shape.clients == client)
+                .map(|(_, lane)| lane.clone())
+                .collect();
+            // Another client's container, now and then: requests of two clients race.
+            if shape.clients > 1 && !containers.is_empty() {
+                for _ in 0..(lanes.len() / 4).max(1) {
+                    let other = rng.gen_range(0..containers.len());
+                    let step = if rng.gen_bool(0.5) {
+                        Step::Stop(other, Duration::ZERO)
+                    } else {
+                        Step::Remove(other)
+                    };
+                    lanes.push(vec![step]);
+                }
+            }
+            let mut merged: Vec<Step> = pods
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.client == client)
+                .map(|(i, _)| Step::RunPod(i))
+                .collect();
+            let total: usize = lanes.iter().map(Vec::len).sum();
+            let think_ms = (shape.chaos_secs * 1000 / (total as u64 + 1)).max(1) * 2;
+            let mut heads = vec![0usize; lanes.len()];
+            let mut live: Vec<usize> = (0..lanes.len()).collect();
+            while !live.is_empty() {
+                let k = rng.gen_range(0..live.len());
+                let lane = live[k];
+                merged.push(lanes[lane][heads[lane]]);
+                heads[lane] += 1;
+                if heads[lane] == lanes[lane].len() {
+                    live.swap_remove(k);
+                }
+                if rng.gen_bool(0.08) {
+                    merged.push(Step::List);
+                }
+                merged.push(Step::Think(Duration::from_millis(
+                    rng.gen_range(0..think_ms),
+                )));
+            }
+            // The end of a client's day: some of its pods stopped or removed with whatever
+            // still runs in them.
+            for (i, _) in pods.iter().enumerate().filter(|(_, p)| p.client == client) {
+                match rng.gen_range(0..10) {
+                    0 | 1 => merged.push(Step::StopPod(i)),
+                    2 | 3 => merged.push(Step::RemovePod(i)),
+                    _ => {}
+                }
+            }
+            scripts.push(merged);
+        }
+        Workload {
+            pods,
+            containers,
+            scripts,
+        }
+    }
+
+    /// How many requests the scripts send (thinking excluded).
+    pub fn requests(&self) -> usize {
+        self.scripts
+            .iter()
+            .flatten()
+            .filter(|s| !matches!(s, Step::Think(_)))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_workload() {
+        let shape = Shape::default();
+        let a = Workload::generate(7, &shape);
+        assert_eq!(a, Workload::generate(7, &shape));
+        assert_ne!(a, Workload::generate(8, &shape));
+        assert_eq!(a.containers.len(), 50);
+        assert_eq!(a.scripts.len(), 3);
+        // Every container is created by its owner, in one of the owner's pods.
+        for (i, c) in a.containers.iter().enumerate() {
+            let owner = i % 3;
+            assert_eq!(a.pods[c.pod].client, owner);
+            assert!(a.scripts[owner].contains(&Step::Create(i)));
+        }
+        // Each client runs its pods first.
+        for (k, script) in a.scripts.iter().enumerate() {
+            assert!(matches!(script[0], Step::RunPod(p) if a.pods[p].client == k));
+        }
+        assert!(a.requests() > 150, "{}", a.requests());
+    }
+
+    #[test]
+    fn steps_of_one_container_keep_their_order() {
+        let w = Workload::generate(3, &Shape::default());
+        for (i, _) in w.containers.iter().enumerate() {
+            let script = &w.scripts[i % 3];
+            let pos = |want: &dyn Fn(&Step) -> bool| script.iter().position(want);
+            let create = pos(&|s| *s == Step::Create(i)).unwrap();
+            if let Some(start) =
+                pos(&|s| matches!(s, Step::Start(j) | Step::StartStopRace(j, _) if *j == i))
+            {
+                assert!(create < start);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Whole simulated runs. `seeds` runs `SIM_SEEDS` (default 0..20) with the shape from the
+//! `SIM_*` variables (default: 3 clients, 50 containers, 5 crashes, every fault); `replay`
+//! runs the single `SIM_SEED` and prints its trace with `SIM_TRACE=1`. Compiles to nothing
+//! without `--cfg madsim` (the guard test catches that).
+#![cfg(madsim)]
+
+use berth_sim::shape::seeds_from_env;
+use berth_sim::{Shape, run_seed};
+
+fn shape() -> Shape {
+    Shape::from_env_or(Shape::default()).expect("SIM_* variables")
+}
+
+#[test]
+fn seeds() {
+    let shape = shape();
+    let seeds = seeds_from_env(0..20).expect("SIM_SEEDS");
+    let mut failures = Vec::new();
+    let mut ran = 0u64;
+    for seed in seeds.clone() {
+        ran += 1;
+        match run_seed(seed, &shape, false) {
+            Ok(o) => assert!(o.events > 0 && o.requests > 0, "seed {seed} did nothing"),
+            Err(f) => {
+                println!("{f}");
+                failures.push(f.seed);
+            }
+        }
+    }
+    println!("simulated {ran} seeds ({seeds:?}) of {}", shape.env());
+    assert!(ran > 0, "no seed simulated");
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
+
+#[test]
+fn replay() {
+    let Ok(seed) = std::env::var("SIM_SEED") else {
+        println!("SIM_SEED not set: nothing to replay");
+        return;
+    };
+    let seed: u64 = seed.trim().parse().expect("SIM_SEED is a number");
+    let keep = std::env::var("SIM_TRACE").is_ok_and(|v| v != "0");
+    match run_seed(seed, &shape(), keep) {
+        Ok(o) => {
+            for line in &o.trace {
+                println!("{line}");
+            }
+            println!(
+                "seed {seed} passed: {} events, hash {:016x}, {} requests, {:.1}s simulated, crash points {:?}",
+                o.events,
+                o.hash,
+                o.requests,
+                o.sim_time.as_secs_f64(),
+                o.crash_points
+            );
+        }
+        Err(f) => {
+            for line in &f.trace {
+                println!("{line}");
+            }
+            panic!("{f}");
+        }
+    }
+}
