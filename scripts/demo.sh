@@ -115,7 +115,8 @@ berth version
 
 say "the demo pod (host network) and two containers"
 for old in $(berth pods --name demo -q); do berth rmp "$old" >/dev/null; done
-pod=$(berth runp --name demo --namespace default --uid "demo-$(date +%s)" --log-dir "$DEMO/logs/demo")
+uid="demo-$(date +%s)"
+pod=$(berth runp --name demo --namespace default --uid "$uid" --log-dir "$DEMO/logs/$uid")
 echo "pod:    $pod"
 hello=$(berth create "$pod" --name hello --image "$image" -- \
     sh -c 'echo "hello from a container started by berth"; echo "this line went to stderr" >&2; echo "hostname: $(hostname)"; exit 0')
