@@ -43,6 +43,11 @@ pub const MANAGED_FILTER: &str = "labels.\"io.berth.managed\"==true";
 const GC_EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
 /// What [`ContainerdBackend::create_record`] writes.
+/// OCI annotation naming a task's pod; the runc v2 shim groups tasks of one pod in one shim.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// OCI annotation telling a pause container ("sandbox") from a CRI container.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+
 struct NewRecord<'a> {
     id: &'a str,
     kind: &'static str,
@@ -289,7 +294,14 @@ impl ContainerdBackend {
             }
             Err(e) => return Err(e),
         }
-        let spec_bytes = serde_json::to_vec(&rec.spec).unwrap_or_default();
+        // The runc v2 shim groups tasks by this annotation: one shim per pod, as under
+        // containerd's CRI, so a shim death takes the whole pod (what the simulator models).
+        let mut spec = rec.spec.clone();
+        spec["annotations"] = serde_json::json!({
+            SANDBOX_ID_ANNOTATION: rec.sandbox,
+            CONTAINER_TYPE_ANNOTATION: if rec.kind == KIND_SANDBOX { "sandbox" } else { "container" },
+        });
+        let spec_bytes = serde_json::to_vec(&spec).unwrap_or_default();
         let (ext_key, ext_url, ext_bytes) = &rec.extension;
         let container = Container {
             id: rec.id.to_owned(),

@@ -215,6 +215,12 @@ async fn container_joins_its_pods_namespaces_and_gets_image_and_cri_config() {
         let pod = std::fs::read_link(format!("/proc/{pause}/ns/{ns}")).unwrap();
         assert_eq!(mine, pod, "{ns} namespace shared with the pause process");
     }
+    // One shim per pod (the sandbox-id annotation groups them), as under containerd's CRI.
+    assert_eq!(
+        w.ctd.shim_pids().len(),
+        1,
+        "the pod's pause and container tasks share one shim"
+    );
     let mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     assert_ne!(
         mnt,
