@@ -12,7 +12,7 @@
 //! create NAME POD PROCESS        CreateContainer; PROCESS is one of
 //!                                  exit CODE after DURATION   exits on its own
 //!                                  forever                    runs; SIGTERM ends it (143)
-//!                                  stubborn                   runs; ignores SIGTERM (PID 1)
+//!                                  stubborn                   runs; ignores SIGTERM
 //!                                  on-usr1 CODE               runs; exits CODE on `exit NAME`
 //! start NAME | stop NAME GRACE | remove NAME | stoppod POD | removepod POD
 //! wait DURATION                  let time pass
@@ -46,7 +46,7 @@ pub enum Process {
     },
     /// Runs until signalled; SIGTERM ends it with 143.
     Forever,
-    /// Runs until SIGKILLed (ignores SIGTERM, as a PID 1 without a handler does).
+    /// Runs until SIGKILLed (ignores SIGTERM).
     Stubborn,
     /// Runs until `exit NAME`, then exits with `code`.
     OnUsr1 {
@@ -256,15 +256,16 @@ pub type Observation = BTreeMap<String, Seen>;
 
 /// What a scenario needs from the containerd it runs against (simulated or real).
 #[async_trait]
-pub trait Containerd: Send {
+pub trait Containerd: Send + Sync {
     /// The running berth service (started by the implementation).
     fn berth(&self) -> ServiceHandle;
     /// berth dies mid-flight (nothing cleaned up) and a new instance starts (recovery).
     async fn crash_berth(&mut self);
     /// containerd SIGKILLed, and started again after `down`.
     async fn restart_containerd(&mut self, down: Duration);
-    /// SIGKILL the shim that runs the task of `id` (a container or pause container id).
-    async fn kill_shim(&mut self, id: &str);
+    /// SIGKILL the shim that runs the task of `id` (a container or pause container id) of
+    /// pod `pod` (a shim serves one task, or a whole pod when tasks are grouped).
+    async fn kill_shim(&mut self, id: &str, pod: &str);
     /// The config of pod `name`.
     fn sandbox_config(&self, name: &str) -> SandboxConfig;
     /// The config of a container `name` running `process`.
@@ -348,7 +349,18 @@ async fn settle(svc: &ServiceHandle, quiet: Duration) -> Result<Observation, Str
     }
 }
 
-/// Retries a request while berth answers Unavailable / Stopped (recovering, restarting).
+/// True for an answer a CRI client retries: berth recovering or restarting, or containerd
+/// unavailable for a moment (e.g. "ttrpc: closed" while it cleans up after a dead shim).
+fn retryable(e: &berth_service::ServiceError) -> bool {
+    use berth_service::ServiceError;
+    match e {
+        ServiceError::Unavailable | ServiceError::Stopped => true,
+        ServiceError::Command(c) => c.code() == berth_core::ErrorCode::Unavailable,
+        ServiceError::Ambiguous { .. } => false,
+    }
+}
+
+/// Retries a request while berth's answer is [`retryable`], for at most 60 s.
 async fn retry<T, F, Fut>(c: &dyn Containerd, mut f: F) -> Result<T, String>
 where
     F: FnMut(ServiceHandle) -> Fut,
@@ -358,13 +370,7 @@ where
     loop {
         match f(c.berth()).await {
             Ok(v) => return Ok(v),
-            Err(
-                e @ (berth_service::ServiceError::Unavailable
-                | berth_service::ServiceError::Stopped),
-            ) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(e.to_string());
-                }
+            Err(e) if retryable(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e.to_string()),
@@ -381,6 +387,7 @@ pub async fn run(
 ) -> Result<Vec<Observation>, ScenarioError> {
     let mut pods: BTreeMap<String, SandboxId> = BTreeMap::new();
     let mut ctrs: BTreeMap<String, (ContainerId, Process)> = BTreeMap::new();
+    let mut pod_of: BTreeMap<String, SandboxId> = BTreeMap::new();
     let mut seen: Vec<Observation> = Vec::new();
     for (line, cmd) in &s.commands {
         let fail = |why: String| ScenarioError::Run {
@@ -417,6 +424,7 @@ pub async fn run(
                 .await
                 .map_err(fail)?;
                 c.created(&id, *process);
+                pod_of.insert(name.clone(), pod_id);
                 ctrs.insert(name.clone(), (id, *process));
             }
             Command::Start(name) => {
@@ -482,12 +490,18 @@ pub async fn run(
             Command::RestartContainerd => c.restart_containerd(Duration::ZERO).await,
             Command::ContainerdDown(d) => c.restart_containerd(*d).await,
             Command::KillShim(name) => {
-                let id = match (ctrs.get(name), pods.get(name)) {
-                    (Some((id, _)), _) => id.to_string(),
-                    (None, Some(id)) => id.to_string(),
+                let (id, pod) = match (ctrs.get(name), pods.get(name)) {
+                    (Some((id, _)), _) => (
+                        id.to_string(),
+                        pod_of
+                            .get(name)
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                    ),
+                    (None, Some(id)) => (id.to_string(), id.to_string()),
                     (None, None) => return Err(fail(format!("no container or pod {name}"))),
                 };
-                c.kill_shim(&id).await;
+                c.kill_shim(&id, &pod).await;
             }
             Command::CrashBerth => c.crash_berth().await,
             Command::Check => seen.push(settle(&c.berth(), quiet).await.map_err(fail)?),

@@ -81,8 +81,9 @@ pub struct SimConfig {
     pub call_timeout: Option<Duration>,
     /// The first pid handed out.
     pub first_pid: u32,
-    /// One shim per task, as berth's real backend gets from containerd (it sets no sandbox
-    /// grouping annotation), instead of one per pod as containerd's CRI plugin groups them.
+    /// One shim per task, as a client gets that does not set the
+    /// `io.kubernetes.cri.sandbox-id` annotation (berth's real backend before it did),
+    /// instead of one per pod as containerd's CRI plugin and berth's backend group them.
     /// Shim deaths and [`crate::SimBackend::kill_shim`] then take a single task; shim keys
     /// are task ids.
     pub shim_per_container: bool,

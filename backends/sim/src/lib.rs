@@ -11,9 +11,10 @@
 //!   - tasks live as long as their shim, and shims are per pod: a container's shim is its
 //!     sandbox's; [`SimBackend::kill_shim`] kills every task of the pod (NotFound
 //!     afterwards; waits break with `Unavailable`, never an exit). With
-//!     [`SimConfig::shim_per_container`] every task has its own shim instead, as berth's
-//!     real backend gets (it sets no grouping annotation; the differential tests found the
-//!     difference); [`SimBackend::kill_shim_of`] kills the shim of one task either way;
+//!     [`SimConfig::shim_per_container`] every task has its own shim instead, as a client
+//!     that does not set the `io.kubernetes.cri.sandbox-id` annotation gets (berth's real
+//!     backend before it set it); [`SimBackend::kill_shim_of`] kills the shim of one task
+//!     either way;
 //!   - `wait_task` returns a stored exit at once, blocks while the task lives (created or
 //!     running), breaks with `Unavailable` on a containerd restart; while containerd is down
 //!     every call fails fast with `Unavailable`;

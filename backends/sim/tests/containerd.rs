@@ -583,8 +583,8 @@ async fn with_real_latencies_a_restart_during_a_call_breaks_it() {
     assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
 }
 
-/// berth's real backend gets one shim per task (no grouping annotation); the differential
-/// tests found the difference, `SimConfig::shim_per_container` models it.
+/// Without the sandbox-id grouping annotation containerd runs one shim per task;
+/// `SimConfig::shim_per_container` models that.
 #[tokio::test(start_paused = true)]
 async fn with_a_shim_per_container_a_shim_death_takes_one_task() {
     let sim = SimBackend::with_config(
