@@ -164,6 +164,25 @@ pub const OPEN_BUGS: &[OpenBug] = &[
                 && (v.contains(": stop ") || v.contains(": remove "))
         },
     },
+    OpenBug {
+        id: "unknown-with-pid-keeps-lost-exit",
+        summary: "a RUNNING container whose task cannot be observed at a restart is persisted UNKNOWN with its pid; if its task is gone at the next restart (shim died), the (UNKNOWN, NotFound) cell of the recovery table (core/src/recovery.rs decide) keeps it UNKNOWN with the stale pid forever instead of recording the lost exit (255) as (RUNNING, NotFound) does",
+        matches: |v| {
+            v.contains("exit not recorded")
+                && v.contains(" is UNKNOWN pid ")
+                && v.contains("then its shim died")
+        },
+    },
+    OpenBug {
+        id: "cleanup-lane-covers-the-next-task",
+        summary: "a stopped task is never deleted when its exit is recorded while a background Tasks.Delete of the container's previous task (a failed start's rollback, slow to answer) is still in flight: schedule_cleanup (core/src/exit.rs) sees the cleanup lane busy and does nothing, and the old delete's success leaves the lane idle with the new task (and its shim) left behind until removal",
+        matches: |v| v.contains("stopped task of") && v.contains("never deleted"),
+    },
+    OpenBug {
+        id: "failed-write-still-applied",
+        summary: "a checkpoint write whose directory fsync fails after the rename reports failure although the new record is in place (FsCheckpointStore and the model alike; the CheckpointStore contract says a failed write leaves the old record); the core keeps the old status in memory, so after a crash recovery acts on a record berth rolled back: a failed start comes back RUNNING with the first task's start time and a later task's pid",
+        matches: |v| v.contains("before containerd started that process"),
+    },
 ];
 
 /// The open bug a violation is a symptom of, if any.

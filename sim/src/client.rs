@@ -92,11 +92,8 @@ impl Client {
         self.w.requests.fetch_add(1, Ordering::Relaxed);
         self.w
             .event(&self.actor, what, object, -1, || "sent".to_owned());
-        let sent = format!(
-            "{what} {object} sent at {:.3}s",
-            self.w.micros() as f64 / 1e6
-        );
-        lock(&self.w.last_request).insert(self.actor.clone(), (sent, object.to_owned()));
+        let sent = (what.to_owned(), object.to_owned(), self.w.micros());
+        lock(&self.w.last_request).insert(self.actor.clone(), sent);
         let r = request.await;
         lock(&self.w.last_request).remove(&self.actor);
         self.w

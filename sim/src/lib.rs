@@ -61,7 +61,7 @@ pub mod soak;
 
 pub use bugs::Bug;
 #[cfg(madsim)]
-pub use run::{Failure, Outcome, run_seed};
+pub use run::{Failure, Outcome, live_worlds, run_seed};
 pub use shape::{Fault, FaultMask, Shape};
 pub use workload::Workload;
 

@@ -30,6 +30,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Called with the containerd id of every task that `Tasks.Start` started.
 pub type OnStarted = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// A crash point armed by the supervisor: the next call of `verb` (a containerd verb or a
+/// disk step) stops just before it runs or just after it took effect (its reply never
+/// reaches berth), and the supervisor is told to kill berth there.
+#[derive(Debug, Default)]
+pub struct Trigger {
+    armed: Mutex<Option<(&'static str, bool)>>,
+    fired: Mutex<Option<String>>,
+    /// Woken when the armed point is reached.
+    pub notify: tokio::sync::Notify,
+}
+
+impl Trigger {
+    /// Arms the point: before (`after == false`) or after the next `verb`.
+    pub fn arm(&self, verb: &'static str, after: bool) {
+        *lock(&self.armed) = Some((verb, after));
+        *lock(&self.fired) = None;
+    }
+
+    /// Disarms; returns the point reached, if it was (`before:Tasks.Start`).
+    pub fn disarm(&self) -> Option<String> {
+        *lock(&self.armed) = None;
+        lock(&self.fired).take()
+    }
+
+    /// True (and the supervisor woken) if this is the armed point.
+    fn hit(&self, verb: &str, after: bool) -> bool {
+        let mut armed = lock(&self.armed);
+        match *armed {
+            Some((v, a)) if v == verb && a == after => *armed = None,
+            _ => return false,
+        }
+        *lock(&self.fired) = Some(format!("{}:{verb}", if after { "after" } else { "before" }));
+        self.notify.notify_one();
+        true
+    }
+}
+
+/// Every step a crash can be aimed at.
+pub const CRASH_TARGETS: &[&str] = &[
+    "Containers.Create",
+    "Containers.Delete",
+    "Tasks.Create",
+    "Tasks.Start",
+    "Tasks.Kill",
+    "Tasks.Delete",
+    "Tasks.Get",
+    "Containers.List",
+    "write",
+    "delete",
+    "sync",
+    "remove_orphan",
+];
+
 /// What one incarnation's wrappers share: the trace, its epoch, the in-flight counts.
 #[derive(Clone)]
 pub struct Probe {
@@ -47,6 +100,8 @@ pub struct Probe {
     /// Told of every successful `Tasks.Start` (the reply model checks that no stopped
     /// container starts again without a new StartContainer).
     pub on_started: Option<OnStarted>,
+    /// The supervisor's crash point, if any.
+    pub trigger: Option<Arc<Trigger>>,
 }
 
 struct Count {
@@ -79,6 +134,13 @@ impl Probe {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Stops here for good if the armed crash point is this one (berth is being killed).
+    async fn crash_point_here(&self, verb: &str, after: bool) {
+        if self.trigger.as_ref().is_some_and(|t| t.hit(verb, after)) {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn count(&self, verb: &'static str) -> Count {
         *lock(&self.inflight).entry(verb).or_insert(0) += 1;
         Count {
@@ -96,6 +158,7 @@ impl Probe {
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
         let _count = self.count(verb);
+        self.crash_point_here(verb, false).await;
         let result = match deadline {
             None => call.await,
             Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
@@ -130,7 +193,11 @@ impl Probe {
         step: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let _count = self.count(verb);
+        self.crash_point_here(verb, false).await;
         let result = step.await;
+        if result.is_ok() {
+            self.crash_point_here(verb, true).await;
+        }
         let at = self.micros();
         let outcome = i64::from(result.is_err());
         lock(&self.trace).event(at, &self.actor, verb, object, outcome, || match &result {

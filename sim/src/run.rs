@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::bugs::Bug;
 use crate::checks::{exits, invariants, leaks, replies::Replies, stuck, truth};
-use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore};
+use crate::probe::{CRASH_TARGETS, InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{Fault, FaultMask, Shape};
 use crate::trace::Trace;
 use crate::workload::Workload;
@@ -132,11 +132,18 @@ pub(crate) struct World {
     crash_points: Mutex<Vec<String>>,
     /// What each client is doing (for "stuck" reports).
     pub progress: Mutex<Vec<String>>,
-    /// The request each client (by actor name) has in flight, and its object.
-    pub last_request: Mutex<BTreeMap<String, (String, String)>>,
+    /// The request each client (by actor name) has in flight: what, its object, when sent
+    /// (simulated µs).
+    pub last_request: Mutex<BTreeMap<String, (String, String, u64)>>,
     pub requests: AtomicU64,
     /// Trace length at the last invariant check.
     checked_at: AtomicU64,
+    /// The supervisor's aimed crash point.
+    trigger: Arc<Trigger>,
+    /// The berth node and the client tasks: stopped at the end of the run, because a task
+    /// left pending holds the world (through the simulated containerd's wakers) in a cycle
+    /// that would leak every seed's memory.
+    ends: Mutex<(Option<NodeHandle>, Vec<madsim::task::AbortHandle>)>,
 }
 
 impl World {
@@ -169,6 +176,7 @@ impl World {
         disk.set_faults(&plan);
         let workload = Workload::generate(seed, &shape);
         let clients = shape.clients;
+        LIVE_WORLDS.fetch_add(1, Ordering::SeqCst);
         World {
             seed,
             workload,
@@ -190,6 +198,8 @@ impl World {
             last_request: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             checked_at: AtomicU64::new(u64::MAX),
+            trigger: Arc::new(Trigger::default()),
+            ends: Mutex::new((None, Vec::new())),
             shape,
         }
     }
@@ -320,12 +330,13 @@ impl World {
 
     fn crash(&self, handle: &Handle, node: &NodeHandle, power_loss: bool) {
         let point = Probe::crash_point(&lock(&self.inflight));
+        let aimed = self.trigger.disarm();
         let recovering = self.ready_no.load(Ordering::SeqCst) != self.number.load(Ordering::SeqCst);
-        let label = if recovering {
-            format!("recovering:{point}")
-        } else {
-            point
-        };
+        let label = format!(
+            "{}{}{point}",
+            if recovering { "recovering " } else { "" },
+            aimed.map(|a| format!("{a} | ")).unwrap_or_default()
+        );
         *lock(&self.slot) = None;
         handle.kill(node.id());
         let report = self.disk.crash(power_loss);
@@ -357,6 +368,21 @@ impl World {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+}
+
+/// Runs whose world is still alive: 0 once every run has returned (a leak check: a task
+/// left pending at the end of a run would keep its world, and every seed's memory, alive).
+static LIVE_WORLDS: AtomicU64 = AtomicU64::new(0);
+
+/// How many runs' worlds are alive (0 between runs; see the soak report).
+pub fn live_worlds() -> u64 {
+    LIVE_WORLDS.load(Ordering::SeqCst)
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        LIVE_WORLDS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -399,6 +425,7 @@ async fn berth_main(w: Arc<World>) {
         inflight,
         actor: format!("berth#{number}"),
         task_status_deadline: w.shape.bug != Some(Bug::RecoveryNoDeadline),
+        trigger: Some(w.trigger.clone()),
         on_started: Some({
             let w = w.clone();
             Arc::new(move |id: &str| {
@@ -452,6 +479,14 @@ async fn chaos(w: &Arc<World>, handle: &Handle, node: &NodeHandle) {
         if crashes.front().is_some_and(|c| *c <= Instant::now()) {
             crashes.pop_front();
             let power = w.shape.faults.allows(Fault::PowerLoss) && rng.gen_bool(0.5);
+            // Half the crashes are aimed: just before, or just after the effect of, the next
+            // call of a chosen step (at most 5 s later; else wherever berth is then).
+            if rng.gen_bool(0.5) {
+                let verb = CRASH_TARGETS[rng.gen_range(0..CRASH_TARGETS.len())];
+                w.trigger.arm(verb, rng.gen_bool(0.5));
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), w.trigger.notify.notified()).await;
+            }
             w.crash(handle, node, power);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3000))).await;
             w.restart(handle, node);
@@ -635,7 +670,7 @@ async fn heal(
                 .map(|(_, r)| r.clone());
             let detail = match pending {
                 None => "no request in flight".to_owned(),
-                Some((sent, object)) => {
+                Some((what, object, at)) => {
                     let state = match w.ready() {
                         None => "berth is not serving".to_owned(),
                         Some(inc) => match inc.svc.container_status(&object).await {
@@ -647,7 +682,10 @@ async fn heal(
                             Err(e) => format!("berth says: {e}"),
                         },
                     };
-                    format!("{sent} never answered; {state}")
+                    format!(
+                        "{what} {object} sent at {:.3}s never answered; {state}",
+                        at as f64 / 1e6
+                    )
                 }
             };
             w.fail(format!(
@@ -716,6 +754,10 @@ async fn simulate(w: Arc<World>) {
     let clients: Vec<_> = (0..w.shape.clients)
         .map(|k| tokio::spawn(crate::client::run(w.clone(), k)))
         .collect();
+    *lock(&w.ends) = (
+        Some(node.clone()),
+        clients.iter().map(|c| c.abort_handle()).collect(),
+    );
     chaos(&w, &handle, &node).await;
     if !w.has_failed() {
         heal(&w, &handle, &node, clients).await;
@@ -749,6 +791,15 @@ pub fn run_seed(seed: u64, shape: &Shape, keep_trace: bool) -> Result<Outcome, F
                     _ = failed.wait_for(|f| *f) => {}
                     () = simulate(w.clone()) => {}
                 }
+                // Stop every task (see World::ends) and let the executor drop them.
+                let (node, clients) = std::mem::take(&mut *lock(&w.ends));
+                if let Some(node) = node {
+                    Handle::current().kill(node.id());
+                }
+                for c in clients {
+                    c.abort();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let sim_time = w.epoch.elapsed();
                 let mut faults = w.sim.fault_counts();
                 faults.merge(&w.disk.fault_counts());

@@ -56,6 +56,8 @@ pub struct SoakReport {
     pub requests: u64,
     /// The slowest seed and its wall time.
     pub slowest: Option<(u64, Duration)>,
+    /// Runs whose memory was not freed at the end (must be 0).
+    pub leaked: u64,
 }
 
 impl SoakReport {
@@ -91,6 +93,9 @@ impl SoakReport {
                 .map(|(seed, d)| format!("; slowest seed {seed}: {:.0} ms", d.as_secs_f64() * 1e3))
                 .unwrap_or_default()
         );
+        if self.leaked > 0 {
+            let _ = writeln!(s, "FAIL: {} runs leaked their world (memory)", self.leaked);
+        }
         let _ = writeln!(s, "faults injected by kind:");
         for kind in FaultKind::ALL {
             let c = self.faults.get(kind);
@@ -224,6 +229,7 @@ pub fn soak(opts: &SoakOptions) -> SoakReport {
         let _ = p.join();
     }
     let mut r = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    r.leaked = crate::run::live_worlds();
     r.elapsed = began.elapsed();
     r.failures.sort_by_key(|f| f.seed);
     r.known_open.sort_by_key(|(f, _)| f.seed);

@@ -1,9 +1,11 @@
 //! Whole simulated runs. `seeds` runs `SIM_SEEDS` (default 0..20) with the shape from the
-//! `SIM_*` variables (default: 3 clients, 50 containers, 5 crashes, every fault); `replay`
-//! runs the single `SIM_SEED` and prints its trace with `SIM_TRACE=1`. Compiles to nothing
-//! without `--cfg madsim` (the guard test catches that).
+//! `SIM_*` variables (default: 3 clients, 50 containers, 5 crashes, every fault); a seed that
+//! hits a known open berth bug (`berth_sim::bugs::OPEN_BUGS`) is reported, not failed, unless
+//! `SIM_STRICT=1`. `replay` runs the single `SIM_SEED` and prints its trace with
+//! `SIM_TRACE=1`. Compiles to nothing without `--cfg madsim` (the guard test catches that).
 #![cfg(madsim)]
 
+use berth_sim::bugs::open_bug;
 use berth_sim::shape::seeds_from_env;
 use berth_sim::{Shape, run_seed};
 
@@ -22,8 +24,16 @@ fn seeds() {
         match run_seed(seed, &shape, false) {
             Ok(o) => assert!(o.events > 0 && o.requests > 0, "seed {seed} did nothing"),
             Err(f) => {
-                println!("{f}");
-                failures.push(f.seed);
+                let strict = std::env::var("SIM_STRICT").is_ok_and(|v| v == "1");
+                match f.violations.first().and_then(|v| open_bug(v)) {
+                    Some(bug) if !strict => {
+                        println!("seed {seed}: OPEN BERTH BUG {} (not counted)\n{f}", bug.id)
+                    }
+                    _ => {
+                        println!("{f}");
+                        failures.push(f.seed);
+                    }
+                }
             }
         }
     }

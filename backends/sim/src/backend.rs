@@ -1,6 +1,7 @@
 //! [`SimBackend`]: berth's [`Backend`] over the simulated containerd, with per-call faults
 //! and the harness's hooks (process plans, containerd restarts, shim deaths, exits, truth).
 
+use std::collections::BTreeMap;
 use std::future::pending;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,8 +47,12 @@ pub struct SimBackend {
 struct Inner {
     cfg: SimConfig,
     state: Mutex<State>,
-    /// Woken on every state change; blocked waits re-check.
+    /// Woken by changes that concern every task (containerd restarts, shim deaths, the
+    /// harness's hooks); blocked waits re-check.
     notify: Notify,
+    /// Woken when a call changes one id; blocked waits of that id re-check (waking every
+    /// wait on every call made a wait storm: all waits re-checked after each call).
+    waits: Mutex<BTreeMap<String, Arc<Notify>>>,
 }
 
 #[derive(Debug)]
@@ -189,6 +194,7 @@ impl SimBackend {
                 }),
                 cfg: config,
                 notify: Notify::new(),
+                waits: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -489,8 +495,22 @@ impl SimBackend {
             s.model.settle(now);
             op(&mut s.model, now)
         };
-        self.inner.notify.notify_waiters();
+        self.wake(id);
         result
+    }
+
+    /// The notifier of `id`'s blocked waits.
+    fn waiters_of(&self, id: &str) -> Arc<Notify> {
+        let mut w = self.inner.waits.lock().unwrap_or_else(|p| p.into_inner());
+        w.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Wakes the blocked waits of `id`.
+    fn wake(&self, id: &str) {
+        let w = self.inner.waits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = w.get(id) {
+            n.notify_waiters();
+        }
     }
 
     /// A wait stalled by a hang fault: it ends only when containerd restarts.
@@ -541,9 +561,12 @@ impl SimBackend {
             WaitBegin::Exited(exit) => return Ok(exit),
             WaitBegin::Blocked { seq } => seq,
         };
+        let mine = self.waiters_of(id);
         loop {
             let mut notified = pin!(self.inner.notify.notified());
             notified.as_mut().enable();
+            let mut changed = pin!(mine.notified());
+            changed.as_mut().enable();
             let wake_at = {
                 let mut s = self.state();
                 let now = Instant::now();
@@ -567,15 +590,20 @@ impl SimBackend {
                     }
                 }
             };
+            let woken = async {
+                tokio::select! {
+                    biased;
+                    () = &mut notified => {}
+                    () = &mut changed => {}
+                }
+            };
             match wake_at {
                 Some(at) => {
-                    let _ = tokio::time::timeout(
-                        at.saturating_duration_since(Instant::now()),
-                        notified,
-                    )
-                    .await;
+                    let _ =
+                        tokio::time::timeout(at.saturating_duration_since(Instant::now()), woken)
+                            .await;
                 }
-                None => notified.await,
+                None => woken.await,
             }
         }
     }

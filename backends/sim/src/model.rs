@@ -110,6 +110,9 @@ pub(crate) struct Model {
     /// containerd's incarnation: a restart bumps it and breaks every stream of the old one.
     pub epoch: u64,
     down_until: Option<Instant>,
+    /// No planned exit is due before this (a lower bound; `None`: none planned), so that
+    /// [`Model::settle`], called on every call, scans the tasks only when one may be due.
+    next_exit: Option<Instant>,
 }
 
 fn err(kind: BackendErrorKind, verb: &str, id: &str, message: impl Into<String>) -> BackendError {
@@ -174,6 +177,7 @@ impl Model {
             next_shim: 1,
             epoch: 0,
             down_until: None,
+            next_exit: None,
         }
     }
 
@@ -184,6 +188,9 @@ impl Model {
 
     /// Applies every planned exit due by `now`, in time order, with its real time.
     pub fn settle(&mut self, now: Instant) {
+        if self.next_exit.is_none_or(|t| t > now) {
+            return;
+        }
         let mut due: Vec<(Instant, String)> = self
             .tasks
             .iter()
@@ -197,6 +204,14 @@ impl Model {
             let code = self.tasks.get(&id).map_or(0, |t| t.plan.code);
             self.finish(&id, code, at, ExitCause::Planned, false);
         }
+        self.next_exit = self
+            .tasks
+            .values()
+            .filter_map(|t| match t.proc {
+                Proc::Running { exit_at } => exit_at,
+                _ => None,
+            })
+            .min();
     }
 
     /// The process of task `id` ends with `code` at `at`.
@@ -471,9 +486,11 @@ impl Model {
             Proc::Created => {
                 task.plan = plan;
                 task.started_at = wall;
-                task.proc = Proc::Running {
-                    exit_at: plan.exit_after.map(|d| now + d),
-                };
+                let exit_at = plan.exit_after.map(|d| now + d);
+                task.proc = Proc::Running { exit_at };
+                if let Some(at) = exit_at {
+                    self.next_exit = Some(self.next_exit.map_or(at, |n| n.min(at)));
+                }
                 let pid = task.pid;
                 self.settle(now);
                 Ok(pid)

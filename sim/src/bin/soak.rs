@@ -73,7 +73,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    if !report.failures.is_empty() {
+    if !report.failures.is_empty() || report.leaked > 0 {
         std::process::exit(1);
     }
 }

@@ -2,7 +2,9 @@
 //! container berth lists has its containerd record; RUNNING means containerd runs its task
 //! with the same pid; CREATED and EXITED mean no live task; an EXITED container's code and
 //! time are those of a real exit of its process (or 128 for a failed start, 255 for a lost
-//! exit, which [`super::exits`] judges); UNKNOWN means no task or a live one berth watches.
+//! exit, which [`super::exits`] judges); UNKNOWN means no task or a live one berth watches;
+//! a start time is never earlier than containerd's start of that process (berth's wall clock
+//! and the simulated containerd's agree, and the time is that task's).
 //! Sandboxes likewise. And a restart of a settled berth changes nothing it reports.
 
 use std::collections::BTreeMap;
@@ -48,6 +50,19 @@ pub fn cri_matches_truth(
             ContainerState::Running if task != Some(TaskState::Running { pid: v.status.pid }) => {
                 bad.push(format!(
                     "container {id} is {what} but containerd has {task:?}"
+                ));
+            }
+            // berth records a start after containerd's (its clock is the simulated one).
+            ContainerState::Running
+                if truth
+                    .tasks
+                    .get(id)
+                    .is_some_and(|t| v.status.started_at < t.started_at) =>
+            {
+                bad.push(format!(
+                    "container {id} is {what} started at {}, before containerd started that process at {} (a start time of another task, or the clocks disagree)",
+                    v.status.started_at,
+                    truth.tasks.get(id).map_or(0, |t| t.started_at)
                 ));
             }
             ContainerState::Created | ContainerState::Exited if live => {
