@@ -36,6 +36,8 @@ pub enum Guard {
     Exiting,
     /// An UpdateContainerResources is being recorded.
     Updating,
+    /// A previous task of the container is still being deleted.
+    CleaningUp,
 }
 
 impl std::fmt::Display for Guard {
@@ -46,6 +48,7 @@ impl std::fmt::Display for Guard {
             Guard::Recovering => "recovering",
             Guard::Exiting => "its exit is being recorded",
             Guard::Updating => "its resources are being updated",
+            Guard::CleaningUp => "its previous task is still being deleted",
         })
     }
 }

@@ -159,12 +159,47 @@ impl Machine {
         let Some(c) = self.containers.get(id) else {
             return;
         };
-        if matches!(c.guard, Some(Guard::Starting | Guard::Recovering)) || c.exit.is_some() {
+        if c.guard == Some(Guard::Starting) || c.exit.is_some() {
+            return;
+        }
+        if c.guard == Some(Guard::Recovering) {
+            #[cfg(feature = "planted-bugs")]
+            if self
+                .config
+                .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+            {
+                return;
+            }
+            if matches!(c.state(), ContainerState::Exited) {
+                return;
+            }
+            self.exit_during_recovery(id, exit);
             return;
         }
         match c.state() {
             ContainerState::Running | ContainerState::Unknown => self.begin_exit(id, exit),
             ContainerState::Created | ContainerState::Exited => {}
+        }
+    }
+
+    /// An exit of a container whose recovery is still writing its record: kept, and
+    /// recorded (its write carries the whole record, superseding recovery's) as soon as no
+    /// other write of that record is in flight.
+    fn exit_during_recovery(&mut self, id: &ContainerId, exit: ExitStatus) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        c.exit = Some(PendingExit {
+            exit,
+            lane: Lane::Idle,
+        });
+        // Recovery's rewrite waits for a retry: the exit's write replaces it. (A write or a
+        // task delete of recovery in flight hands over when done.)
+        if let Lane::Backoff { .. } = c.dirty {
+            c.dirty = Lane::Idle;
+            c.guard = None;
+            self.disarm(|t| matches!(t, Timer::RetryPersist { id: e, .. } if e == id));
+            self.persist_exit(id.clone(), 0);
         }
     }
 
@@ -343,6 +378,30 @@ impl Machine {
             Target::Container(id) => {
                 let id = id.clone();
                 self.resume_remove_after_cleanup(&id);
+                self.answer_stops_after_cleanup(&id);
+            }
+        }
+    }
+
+    /// Stops that waited for a lingering task of a stopped container are answered once the
+    /// task is gone.
+    fn answer_stops_after_cleanup(&mut self, id: &ContainerId) {
+        let Some(c) = self.containers.get_mut(id) else {
+            return;
+        };
+        if !c.cleanup.is_idle() || c.exit.is_some() || c.guard == Some(Guard::Starting) {
+            return;
+        }
+        if !matches!(c.state(), ContainerState::Exited | ContainerState::Created) {
+            return;
+        }
+        let (stops, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut c.waiters)
+            .into_iter()
+            .partition(|w| matches!(w, Waiter::Stop(_)));
+        c.waiters = rest;
+        for w in stops {
+            if let Waiter::Stop(req) = w {
+                self.reply(req, Ok(Response::Done));
             }
         }
     }

@@ -132,6 +132,13 @@ pub fn decide(
             d.delete_created_task = true;
             status.unknown = true;
         }
+        // It ran (a pid or a start time is known) and its task is gone: the exit is lost,
+        // as in the RUNNING row.
+        (ContainerState::Unknown, Ok(TaskState::NotFound))
+            if status.pid > 0 || status.started_at > 0 =>
+        {
+            d.exit = Some(ExitStatus::lost(now))
+        }
         (ContainerState::Unknown, Ok(TaskState::NotFound)) => status.unknown = true,
         (ContainerState::Unknown, Ok(TaskState::Running { pid })) => {
             status.unknown = true;
@@ -323,6 +330,13 @@ impl Machine {
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };
+        if c.exit.is_some_and(|p| p.lane == Lane::Idle) {
+            // An exit arrived meanwhile: its write carries the whole record.
+            c.dirty = Lane::Idle;
+            c.guard = None;
+            self.persist_exit(id, 0);
+            return;
+        }
         if result.is_err() {
             // Keep the container (DESIGN §3.5), retry the write.
             c.dirty = Lane::Backoff {

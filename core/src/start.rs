@@ -35,7 +35,12 @@ impl Machine {
             );
             return;
         }
-        let guard = c.guard.or(c.exit.map(|_| Guard::Exiting));
+        // A stale task still being deleted would collide with (or, deleted late, kill) the
+        // new one.
+        let guard = c
+            .guard
+            .or(c.exit.map(|_| Guard::Exiting))
+            .or((!c.cleanup.is_idle()).then_some(Guard::CleaningUp));
         if let Some(guard) = guard {
             self.reply(
                 req,
@@ -248,9 +253,19 @@ impl Machine {
             self.event(crate::io::Target::Container(id.clone()), EventKind::Stopped);
         }
         self.reply(req, Err(error));
-        // Nothing runs any more: stops waiting on this start are satisfied.
+        // Stops waiting on this start are satisfied once nothing runs: at once, or when the
+        // background delete of a task the rollback could not delete has finished.
+        let task_lingers = self
+            .containers
+            .get(&id)
+            .is_some_and(|c| !c.cleanup.is_idle());
         for w in waiters {
             match w {
+                Waiter::Stop(r) if task_lingers => {
+                    if let Some(c) = self.containers.get_mut(&id) {
+                        c.waiters.push(Waiter::Stop(r));
+                    }
+                }
                 Waiter::Stop(r) => self.reply(r, Ok(Response::Done)),
                 Waiter::Remove(r) => self.begin_remove(&id, r),
             }

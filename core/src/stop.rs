@@ -45,6 +45,10 @@ impl Machine {
             return;
         }
         match c.state() {
+            // A task the failed start could not delete still runs: answer once it is gone.
+            ContainerState::Exited | ContainerState::Created if !c.cleanup.is_idle() => {
+                c.waiters.push(Waiter::Stop(req));
+            }
             ContainerState::Created | ContainerState::Exited => {
                 self.reply(req, Ok(Response::Done));
             }
