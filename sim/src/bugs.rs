@@ -233,12 +233,18 @@ mod tests {
             "stop of <id> acknowledged but its process N still runs"
         );
         assert_ne!(signature(a), signature("[1s] container <x> went back"));
-        assert_eq!(open_bug(a).map(|o| o.id), Some("stop-acked-while-running"));
+        // Fixed bugs are no longer open: their symptoms fail a run again.
+        assert!(open_bug(a).is_none());
         assert!(open_bug("berth lists container x but containerd has no record").is_none());
-        let hang = "client 0 did not finish within 300s of the heal: stuck at step 3 Stop(1, 0ns): stop 71a0522e sent at 38.033s never answered; berth says UNKNOWN pid 0";
+        let torn = "[84.0s] container c is RUNNING pid 1002 started at 1, before containerd started that process at 2 (a start time of another task, or the clocks disagree)";
         assert_eq!(
-            open_bug(hang).map(|o| o.id),
-            Some("stop-of-recovering-unknown-hangs")
+            open_bug(torn).map(|o| o.id),
+            Some("failed-write-still-applied")
+        );
+        let rolled_back = "[148.5s] exit not recorded: container d9 is RUNNING pid 1010 but its process (pid 1006) exited 137 at 5 (ExitNow)";
+        assert_eq!(
+            open_bug(rolled_back).map(|o| o.id),
+            Some("exit-of-a-rolled-back-start")
         );
     }
 }
