@@ -14,7 +14,7 @@ use berth_core::{CommandError, ContainerState, SandboxState};
 use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use berth_testkit::process_alive;
 use common::wrappers::{GatedBackend, Knobs};
-use common::{STOP_TIMEOUT, World, eventually, sleeper};
+use common::{STOP_TIMEOUT, World, eventually, sleeper, start_held_at_gate};
 
 /// `sh` that exits 0 on SIGTERM (checked once a second).
 fn polite() -> Vec<String> {
@@ -43,18 +43,7 @@ async fn stop_racing_start_ends_stopped() {
 
     // The stop arrives while the start is held just before Tasks.Start.
     let id = w.create(&node, &pod, "held", polite()).await;
-    knobs.container_start.arm();
-    let start = {
-        let (svc, id) = (node.svc.clone(), id.clone());
-        tokio::spawn(async move { svc.start_container(id.as_str()).await })
-    };
-    eventually("StartContainer reaches Tasks.Start", || async {
-        match knobs.container_start.reached() {
-            1 => Ok(()),
-            n => Err(format!("{n} calls at the gate")),
-        }
-    })
-    .await;
+    let start = start_held_at_gate(&node, &id, &knobs).await;
     let mut stop = {
         let (svc, id) = (node.svc.clone(), id.clone());
         Box::pin(async move { svc.stop_container(id.as_str(), STOP_TIMEOUT).await })

@@ -13,7 +13,9 @@ use berth_core::{CommandError, ContainerState, SandboxState, UNKNOWN_EXIT_CODE, 
 use berth_service::ServiceError;
 use berth_testkit::process_alive;
 use common::wrappers::{GatedBackend, Hold, HoldingStore, Knobs, store_gate};
-use common::{World, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
+use common::{
+    World, await_log, eventually, exits_on_term, now_ns, signal, sleeper, start_held_at_gate,
+};
 use rustix::process::Signal;
 
 /// Table row "RUNNING | Stopped": the task exited while berth was down (its shim alive) →
@@ -129,18 +131,7 @@ async fn crash_between_task_create_and_start_deletes_the_task_and_stays_startabl
     let pod = w.pod(&node, "pod").await;
     let id = w.create(&node, &pod, "late", sleeper()).await;
 
-    knobs.container_start.arm();
-    let start = {
-        let (svc, id) = (node.svc.clone(), id.clone());
-        tokio::spawn(async move { svc.start_container(id.as_str()).await })
-    };
-    eventually("StartContainer reaches Tasks.Start", || async {
-        match knobs.container_start.reached() {
-            1 => Ok(()),
-            n => Err(format!("{n} calls at the gate")),
-        }
-    })
-    .await;
+    let start = start_held_at_gate(&node, &id, &knobs).await;
     let init_pid = match w.task(&id).await {
         TaskState::Created { pid } => pid,
         other => panic!("expected a Created task, containerd has {other:?}"),

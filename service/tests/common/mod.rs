@@ -531,3 +531,26 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Starts container `id` in the background with the `container_start` gate of a
+/// [`wrappers::GatedBackend`] armed, and returns once the StartContainer is held just
+/// before `Tasks.Start` (its task created, not started).
+pub async fn start_held_at_gate(
+    node: &Node,
+    id: &ContainerId,
+    knobs: &wrappers::Knobs,
+) -> tokio::task::JoinHandle<Result<(), ServiceError>> {
+    knobs.container_start.arm();
+    let start = {
+        let (svc, id) = (node.svc.clone(), id.clone());
+        tokio::spawn(async move { svc.start_container(id.as_str()).await })
+    };
+    eventually("StartContainer reaches Tasks.Start", || async {
+        match knobs.container_start.reached() {
+            1 => Ok(()),
+            n => Err(format!("{n} calls at the gate")),
+        }
+    })
+    .await;
+    start
+}
