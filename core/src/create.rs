@@ -125,10 +125,13 @@ impl Machine {
                 };
                 let status =
                     Status::created(creating.created_at, creating.meta.config.resources.clone());
+                let sandbox = creating.meta.sandbox_id.clone();
                 self.containers
                     .insert(id.clone(), Container::new(creating.meta, status));
                 self.event(crate::io::Target::Container(id.clone()), EventKind::Created);
                 self.reply(creating.req, Ok(Response::ContainerCreated(id)));
+                // A pod stop or removal waited for this create to settle.
+                self.progress_sandbox(&sandbox);
             }
             Err(error) => {
                 let error = CommandError::Persist {
@@ -156,25 +159,62 @@ impl Machine {
         error: CommandError,
         result: Result<CallResult, BackendError>,
     ) {
+        let record_gone = match &result {
+            Ok(_) => true,
+            Err(e) => e.is_not_found(),
+        };
+        // A failed checkpoint write may still have landed (a rename before a failed
+        // directory fsync).
+        let checkpoint_may_exist = matches!(error, CommandError::Persist { .. });
+        if record_gone && checkpoint_may_exist {
+            // Delete it before the id is free again: a later create of the same id must not
+            // meet it (a recovery would take it for the new container's record).
+            self.persist(
+                Step::CreateRollbackCheckpoint {
+                    id: id.clone(),
+                    error,
+                },
+                &id,
+                PersistAction::Delete,
+            );
+            return;
+        }
         let Some(creating) = self.creating.remove(&id) else {
             return;
         };
-        match result {
-            Ok(_) => {
-                self.container_names.release_key(&id);
-            }
-            Err(e) if e.is_not_found() => {
-                self.container_names.release_key(&id);
-            }
-            Err(_) => {
-                // The containerd record may survive: keep the container visible as UNKNOWN
-                // (what the next recovery would find) so it can be removed, and keep its
-                // name reserved for it.
-                let status = Status::unknown(self.wall());
-                self.containers
-                    .insert(id.clone(), Container::new(creating.meta, status));
-            }
+        if record_gone {
+            self.container_names.release_key(&id);
+            self.reply(creating.req, Err(error));
+            self.progress_sandbox(&creating.meta.sandbox_id);
+            return;
         }
+        // The containerd record may survive: keep the container visible as UNKNOWN (what the
+        // next recovery would find) so it can be removed, and keep its name reserved for it.
+        let status = Status::unknown(self.wall());
+        self.containers
+            .insert(id.clone(), Container::new(creating.meta, status));
         self.reply(creating.req, Err(error));
+        self.progress_sandbox_of(&id);
+        if checkpoint_may_exist {
+            // The failed write may have landed: put UNKNOWN on disk too, or the next
+            // recovery would find the container CREATED.
+            self.rewrite_record(&id);
+        }
+    }
+
+    /// The checkpoint a failed create may have left is deleted (or, if that failed too, left
+    /// to the next recovery's orphan sweep, which finds no containerd record for it).
+    pub(crate) fn on_create_rollback_checkpoint(
+        &mut self,
+        id: ContainerId,
+        error: CommandError,
+        _result: Result<(), PersistError>,
+    ) {
+        let Some(creating) = self.creating.remove(&id) else {
+            return;
+        };
+        self.container_names.release_key(&id);
+        self.reply(creating.req, Err(error));
+        self.progress_sandbox(&creating.meta.sandbox_id);
     }
 }

@@ -30,7 +30,8 @@ pub enum Guard {
     Starting,
     /// A RemoveContainer (or RemovePodSandbox) is in flight.
     Removing,
-    /// Recovery is still cleaning the container's task up.
+    /// Recovery is still cleaning the container's task up, or the container's record is
+    /// being rewritten (after recovery, or after a write of it failed).
     Recovering,
     /// Its exit is being recorded.
     Exiting,

@@ -291,6 +291,10 @@ pub(crate) enum Step {
         id: ContainerId,
         error: CommandError,
     },
+    CreateRollbackCheckpoint {
+        id: ContainerId,
+        error: CommandError,
+    },
     StartCreateTask {
         id: ContainerId,
         req: RequestId,
@@ -554,6 +558,7 @@ impl Machine {
             Step::SandboxDeleteTask { id } => self.on_sandbox_delete_task(id, result),
             Step::SandboxDeleteRecord { id } => self.on_sandbox_delete_record(id, result),
             step @ (Step::CreatePersist { .. }
+            | Step::CreateRollbackCheckpoint { .. }
             | Step::StartPersist { .. }
             | Step::StartRecordFailure { .. }
             | Step::ExitPersist { .. }
@@ -584,6 +589,9 @@ impl Machine {
         };
         match step {
             Step::CreatePersist { id } => self.on_create_persist(id, result),
+            Step::CreateRollbackCheckpoint { id, error } => {
+                self.on_create_rollback_checkpoint(id, error, result)
+            }
             Step::StartPersist { id, req, status } => {
                 self.on_start_persist(id, req, status, result)
             }

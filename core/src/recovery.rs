@@ -271,6 +271,24 @@ impl Machine {
         }
     }
 
+    /// A write of the container's record failed: the disk may hold the previous record or
+    /// the one that failed (a rename can land before its directory fsync fails). The record
+    /// memory holds is rewritten, retried with backoff, until durable; meanwhile the
+    /// container is held as during recovery's rewrite (start, remove and update answer
+    /// busy; an exit is kept and its write, carrying the whole record, replaces the rewrite).
+    /// A container held by another operation (a removal, which deletes the record) is left
+    /// to it.
+    pub(crate) fn rewrite_record(&mut self, id: &ContainerId) {
+        let Some(c) = self.containers.get(id) else {
+            return;
+        };
+        if c.guard.is_some() || c.exit.is_some() || !c.dirty.is_idle() {
+            return;
+        }
+        self.set_guard(id, Some(Guard::Recovering));
+        self.recover_persist(id, 0);
+    }
+
     fn recover_persist(&mut self, id: &ContainerId, attempt: u32) {
         let Some(c) = self.containers.get_mut(id) else {
             return;

@@ -204,8 +204,10 @@ impl Machine {
         self.start_record_failure(id, req, error);
     }
 
-    /// R1: record the failed start as EXITED 128 "StartError"; a write failure leaves the
-    /// container CREATED (memory follows the disk).
+    /// R1: record the failed start as EXITED 128 "StartError". After a write failure the
+    /// container stays CREATED in memory, and since the disk may hold any of the records
+    /// written since (the RUNNING one of this start included), CREATED is rewritten until it
+    /// is durable: a later start must not find a stale RUNNING record after a crash.
     fn start_record_failure(&mut self, id: ContainerId, req: RequestId, error: CommandError) {
         let now = self.wall();
         let Some(c) = self.containers.get(&id) else {
@@ -242,7 +244,8 @@ impl Machine {
             self.reply(req, Err(error));
             return;
         };
-        if result.is_ok() {
+        let write_failed = result.is_err();
+        if !write_failed {
             c.status = status;
         }
         c.guard = None;
@@ -269,6 +272,9 @@ impl Machine {
                 Waiter::Stop(r) => self.reply(r, Ok(Response::Done)),
                 Waiter::Remove(r) => self.begin_remove(&id, r),
             }
+        }
+        if write_failed {
+            self.rewrite_record(&id);
         }
         self.progress_sandbox_of(&id);
     }

@@ -68,6 +68,8 @@ pub struct World {
     pub transcript: Vec<String>,
     faults: BTreeMap<&'static str, VecDeque<Fault>>,
     persist_faults: usize,
+    /// Of the failing writes, how many land anyway (a rename before a failed dir fsync).
+    persist_faults_applied: usize,
     /// Real exits of started processes, by owner, in order (truth for checks).
     pub exit_history: BTreeMap<Target, Vec<ExitStatus>>,
     /// Exits of created, never started tasks that were killed (`runc init` ended).
@@ -119,6 +121,7 @@ impl World {
             transcript: Vec::new(),
             faults: BTreeMap::new(),
             persist_faults: 0,
+            persist_faults_applied: 0,
             exit_history: BTreeMap::new(),
             init_exits: BTreeMap::new(),
             ignores_term: BTreeSet::new(),
@@ -179,6 +182,15 @@ impl World {
     /// Makes the next `n` checkpoint writes or deletes fail.
     pub fn fail_persists(&mut self, n: usize) {
         self.persist_faults = n;
+        self.persist_faults_applied = 0;
+    }
+
+    /// Makes the next `n` checkpoint writes or deletes fail after taking effect (the rename
+    /// landed, the directory fsync failed): the disk holds the new record, the machine hears
+    /// of a failure.
+    pub fn fail_persists_applied(&mut self, n: usize) {
+        self.persist_faults = n;
+        self.persist_faults_applied = n;
     }
 
     /// Sends a command; returns its request id.
@@ -447,13 +459,13 @@ impl World {
             PersistAction::Write(s) => format!("write {{{}}}", self.render_status(s)),
             PersistAction::Delete => "delete".to_owned(),
         };
-        let result = if self.persist_faults > 0 {
+        let fail = self.persist_faults > 0;
+        let apply = !fail || self.persist_faults_applied > 0;
+        if fail {
             self.persist_faults -= 1;
-            Err(PersistError {
-                id: id.clone(),
-                message: "no space left on device (injected)".into(),
-            })
-        } else {
+            self.persist_faults_applied = self.persist_faults_applied.saturating_sub(1);
+        }
+        if apply {
             match action {
                 PersistAction::Write(s) => {
                     self.disk.insert(id.clone(), s);
@@ -462,7 +474,17 @@ impl World {
                     self.disk.remove(&id);
                 }
             }
-            Ok(())
+        }
+        let result = match (fail, apply) {
+            (false, _) => Ok(()),
+            (true, false) => Err(PersistError {
+                id: id.clone(),
+                message: "no space left on device (injected)".into(),
+            }),
+            (true, true) => Err(PersistError {
+                id: id.clone(),
+                message: "fsync directory: input/output error (injected; the rename landed)".into(),
+            }),
         };
         let outcome = match &result {
             Ok(()) => "ok".to_owned(),
@@ -556,6 +578,10 @@ impl World {
         self.pending.clear();
         self.waits.clear();
         let input = self.recovery_input(observe);
+        // The driver's orphan sweep: checkpoints without a containerd record go.
+        let records = &self.records;
+        self.disk
+            .retain(|id, _| records.contains_key(&Target::Container(id.clone())));
         self.machine = Machine::recover(self.machine.config().clone(), input, self.now);
         self.collect();
     }

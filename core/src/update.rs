@@ -76,6 +76,7 @@ impl Machine {
         };
         c.guard = None;
         let deferred_exit = c.exit.is_some_and(|p| p.lane == Lane::Idle);
+        let failed = result.is_err();
         match result {
             Ok(()) => {
                 // Nothing else wrote this record meanwhile (the guard kept them out).
@@ -91,7 +92,10 @@ impl Machine {
             ),
         }
         if deferred_exit {
+            // The exit's write carries the whole record, covering a failed write too.
             self.persist_exit(id.clone(), 0);
+        } else if failed {
+            self.rewrite_record(&id);
         }
         self.progress_sandbox_of(&id);
     }

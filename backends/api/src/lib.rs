@@ -164,7 +164,9 @@ pub enum LoadError {
 ///
 /// Contract: after `write` returns Ok the record survives a crash or power loss; a crash
 /// during `write` leaves either the old or the new record, never a torn one; a failed
-/// `write` leaves the old record and no temporary file.
+/// `write` leaves no temporary file and either record (a rename that landed before its
+/// directory fsync failed is visible, but not durable): the caller rewrites the record it
+/// wants until a write succeeds.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + 'static {
     /// Durably replaces the container's checkpoint.
