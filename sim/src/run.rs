@@ -560,8 +560,8 @@ async fn settled_checks(
     bad.extend(truth::cri_matches_truth(&views, &pods, &truth));
     {
         let model = lock(&w.model);
-        bad.extend(exits::no_exit_lost(&views, &truth, |id| {
-            model.start_acked(id)
+        bad.extend(exits::no_exit_lost(&views, &truth, |id, task, pid| {
+            model.process_promised(id, task, pid)
         }));
     }
     bad.extend(leaks::no_leaks(&views, &pods, &truth, disk.as_ref()));

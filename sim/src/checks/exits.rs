@@ -1,8 +1,9 @@
 //! No exit lost: every process exit that really happened (on its own, by a signal, or at
 //! the harness's order) is recorded with its real code and time, unless its shim died
 //! before berth could read it (then berth may record the lost exit: 255 "Unknown"), or the
-//! start that ran it failed (then berth records the failed start: 128 "StartError"), or the
-//! exit is berth's own kill of a task it was deleting.
+//! start that ran it failed (then berth records the failed start: 128 "StartError", or keeps
+//! the container CREATED and may start it again), or the exit is berth's own kill of a task it
+//! was deleting.
 
 use berth_core::{ContainerState, START_ERROR_REASON, UNKNOWN_REASON};
 use berth_service::ContainerView;
@@ -11,12 +12,17 @@ use berth_simbackend::{ExitCause, Truth};
 use super::describe;
 use super::truth::finish_matches;
 
-/// Every lost or misrecorded exit. `start_acked` says whether a start of a container was
-/// acknowledged (an exit of a process whose start failed need not be recorded).
+/// Every lost or misrecorded exit. `promised` says whether berth promised that a process
+/// of a container (by task serial and pid) ran: its start was acknowledged or berth listed it
+/// RUNNING. The exit of a process berth never promised (its start failed or was never
+/// answered) need not be recorded with its code: berth may keep the container CREATED and
+/// start it again, hold it UNKNOWN, or, after a crash found the failed start's RUNNING
+/// record with the task its rollback deleted, record the exit as lost. If berth records a
+/// code, it must be the real one.
 pub fn no_exit_lost(
     containers: &[ContainerView],
     truth: &Truth,
-    start_acked: impl Fn(&berth_core::ContainerId) -> bool,
+    promised: impl Fn(&berth_core::ContainerId, u64, u32) -> bool,
 ) -> Vec<String> {
     let mut bad = Vec::new();
     for v in containers {
@@ -36,6 +42,10 @@ pub fn no_exit_lost(
         };
         let s = &v.status;
         if s.reason == START_ERROR_REASON {
+            continue;
+        }
+        let recorded_code = v.state == ContainerState::Exited && s.reason.is_empty();
+        if !recorded_code && !promised(&v.meta.id, last.task, last.pid) {
             continue;
         }
         let what = describe(v.state, s);
@@ -64,7 +74,6 @@ pub fn no_exit_lost(
                     ));
                 }
             }
-            ContainerState::Created if !start_acked(&v.meta.id) => {}
             _ => bad.push(format!(
                 "exit not recorded: container {id} is {what} but {real}"
             )),

@@ -40,6 +40,10 @@ struct Promise {
     stopped: Option<u64>,
     /// When a start's OK arrived.
     start_acked: Option<u64>,
+    /// The tasks (serial numbers) whose start was acknowledged.
+    acked_tasks: BTreeSet<u64>,
+    /// Pids berth listed the container RUNNING with.
+    running_pids: BTreeSet<u32>,
     /// Last observed state and the berth incarnation it was observed in.
     last: Option<(u64, ContainerState)>,
 }
@@ -144,9 +148,18 @@ impl Replies {
     /// StartContainer of `id` returned OK.
     pub fn acked_start(&mut self, id: &ContainerId, truth: &ObjectTruth) -> Result<(), String> {
         let at = self.next();
-        self.promise(id).start_acked = Some(at);
-        let ran = truth.task.as_ref().is_some_and(|t| t.started_at > 0)
-            || truth.exits.iter().any(|e| e.started);
+        // The task this OK is about: the current one if it started, else (it exited and was
+        // deleted before the reply arrived) the last one that ran.
+        let task = truth
+            .task
+            .as_ref()
+            .filter(|t| t.started_at > 0)
+            .map(|t| t.task)
+            .or_else(|| truth.exits.iter().rev().find(|e| e.started).map(|e| e.task));
+        let p = self.promise(id);
+        p.start_acked = Some(at);
+        p.acked_tasks.extend(task);
+        let ran = task.is_some();
         if !ran {
             return Err(format!(
                 "start of {id} acknowledged but no process of it ever ran (task {:?})",
@@ -278,6 +291,9 @@ impl Replies {
                 "container {id} is CREATED although a start of it was acknowledged"
             ));
         }
+        if now == ContainerState::Running {
+            p.running_pids.insert(view.status.pid);
+        }
         p.last = Some((incarnation, now));
         Ok(())
     }
@@ -333,11 +349,12 @@ impl Replies {
         Ok(())
     }
 
-    /// True if a start of `id` was acknowledged.
-    pub fn start_acked(&self, id: &ContainerId) -> bool {
+    /// Whether berth promised that the process (task serial `task`, pid `pid`) of `id` ran:
+    /// a StartContainer of it returned OK, or berth listed the container RUNNING with it.
+    pub fn process_promised(&self, id: &ContainerId, task: u64, pid: u32) -> bool {
         self.promises
             .get(id)
-            .is_some_and(|p| p.start_acked.is_some())
+            .is_some_and(|p| p.acked_tasks.contains(&task) || p.running_pids.contains(&pid))
     }
 
     /// Containers whose create was acknowledged and whose removal was not sent.
