@@ -18,6 +18,29 @@ macro_rules! ensure {
     };
 }
 
+/// Two sorted maps' entries side by side, by key: `(key, in a, in b)`.
+fn merge<'a, K: Ord + 'a, A, B>(
+    a: impl Iterator<Item = (&'a K, A)>,
+    b: impl Iterator<Item = (&'a K, B)>,
+) -> impl Iterator<Item = (&'a K, Option<A>, Option<B>)> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (None, None) => None,
+        (Some(_), None) => a.next().map(|(k, x)| (k, Some(x), None)),
+        (None, Some(_)) => b.next().map(|(k, y)| (k, None, Some(y))),
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next().map(|(k, x)| (k, Some(x), None)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, y)| (k, None, Some(y))),
+            std::cmp::Ordering::Equal => {
+                let (k, x) = a.next()?;
+                let (_, y) = b.next()?;
+                Some((k, Some(x), Some(y)))
+            }
+        },
+    })
+}
+
 impl Machine {
     /// Checks every invariant of the state; `Err` names the first one broken.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
@@ -106,39 +129,45 @@ impl Machine {
                     "container {id}'s watch lane points at a non-watch step"
                 );
             }
-            let conflict = self
-                .name_conflicts
-                .iter()
-                .any(|n| n.starts_with(&format!("container {id}:")));
-            if !conflict {
-                ensure!(
-                    self.container_names.owner(&c.meta.name) == Some(id),
-                    "container {id}'s name {:?} is not reserved for it",
-                    c.meta.name
-                );
-            }
+        }
+        // Names: every visible or creating container holds its name (unless recovery found
+        // its name taken), and every reservation belongs to one of them. Sorted merges,
+        // not lookups: this runs after every step of the simulator.
+        let holders = merge(self.containers.iter(), self.creating.iter());
+        let mut names = self.container_names.iter().peekable();
+        for (id, visible, creating) in holders {
             ensure!(
-                !self.creating.contains_key(id),
+                visible.is_none() || creating.is_none(),
                 "container {id} is both visible and being created"
             );
-        }
-        for (id, c) in &self.creating {
+            if let Some((rid, rname)) = names.next_if(|(rid, _)| *rid < id) {
+                return Err(InvariantViolation(format!(
+                    "name {rname:?} is reserved for {rid}, which does not exist"
+                )));
+            }
+            let name = match (visible, creating) {
+                (Some(c), _) => c.meta.name.as_str(),
+                (None, Some(c)) => c.meta.name.as_str(),
+                (None, None) => continue,
+            };
+            let reserved = names.next_if(|(rid, _)| *rid == id).map(|(_, n)| n);
+            if reserved == Some(name) {
+                continue;
+            }
+            let conflict = visible.is_some()
+                && self
+                    .name_conflicts
+                    .iter()
+                    .any(|n| n.starts_with(&format!("container {id}:")));
             ensure!(
-                self.container_names.owner(&c.meta.name) == Some(id),
-                "container {id} being created does not hold its name {:?}",
-                c.meta.name
+                conflict && reserved.is_none(),
+                "container {id}'s name {name:?} is not reserved for it (reserved: {reserved:?})"
             );
         }
-        for (id, name) in self.container_names.iter() {
-            let holder = self
-                .containers
-                .get(id)
-                .map(|c| c.meta.name.as_str())
-                .or_else(|| self.creating.get(id).map(|c| c.meta.name.as_str()));
-            ensure!(
-                holder == Some(name),
-                "name {name:?} is reserved for {id}, which does not exist or has another name"
-            );
+        if let Some((rid, rname)) = names.next() {
+            return Err(InvariantViolation(format!(
+                "name {rname:?} is reserved for {rid}, which does not exist"
+            )));
         }
         self.container_names
             .check_bijection()
@@ -191,16 +220,120 @@ impl Machine {
         self.sandbox_names
             .check_bijection()
             .map_err(InvariantViolation)?;
-        for c in self.containers.values() {
+        let mut pods = self.sandboxes.keys().map(|id| id.as_str()).peekable();
+        for id in self.containers.keys() {
+            while pods.next_if(|p| *p < id.as_str()).is_some() {}
             ensure!(
-                !self.sandboxes.contains_key(
-                    &crate::ids::SandboxId::new(c.meta.id.as_str())
-                        .map_err(|e| InvariantViolation(e.to_string()))?
-                ),
-                "id {} names both a container and a sandbox",
-                c.meta.id
+                pods.peek() != Some(&id.as_str()),
+                "id {id} names both a container and a sandbox"
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ids::{ContainerId, SandboxId};
+    use crate::io::Now;
+    use crate::machine::{Config, Container};
+    use crate::meta::{ContainerConfig, ContainerMeta};
+    use crate::status::Status;
+
+    fn id(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    fn container(m: &mut Machine, c: char, name: &str) -> ContainerId {
+        let cid = ContainerId::new(id(c)).unwrap();
+        let meta = ContainerMeta {
+            id: cid.clone(),
+            sandbox_id: SandboxId::new(id('f')).unwrap(),
+            name: name.to_owned(),
+            config: ContainerConfig::default(),
+            log_path: String::new(),
+            stop_signal: 15,
+        };
+        m.containers
+            .insert(cid.clone(), Container::new(meta, Status::created(1, None)));
+        cid
+    }
+
+    fn machine() -> Machine {
+        Machine::new(
+            Config::default(),
+            Now {
+                wall: 1,
+                mono: Duration::ZERO,
+            },
+        )
+    }
+
+    fn violation(m: &Machine) -> String {
+        m.check_invariants().expect_err("a broken state passed").0
+    }
+
+    #[test]
+    fn names_must_match_their_holders_both_ways() {
+        let mut m = machine();
+        let a = container(&mut m, 'a', "web");
+        let b = container(&mut m, 'b', "db");
+        m.container_names.reserve("web", &a).unwrap();
+        m.container_names.reserve("db", &b).unwrap();
+        assert_eq!(m.check_invariants(), Ok(()));
+
+        // A reservation without its container (before, between and after the holders).
+        for stray in ['0', 'a', 'c'] {
+            let mut m = m.clone();
+            let ghost = ContainerId::new(format!("{stray}{}", &id('9')[1..])).unwrap();
+            m.container_names.reserve("ghost", &ghost).unwrap();
+            let v = violation(&m);
+            assert!(v.contains("\"ghost\" is reserved for"), "{v}");
+        }
+
+        // A container whose name is not reserved, or reserved under another name.
+        let mut unreserved = m.clone();
+        unreserved.container_names.release_key(&b);
+        assert!(violation(&unreserved).contains("name \"db\" is not reserved for it"));
+        let mut renamed = m.clone();
+        renamed.container_names.release_key(&b);
+        renamed.container_names.reserve("other", &b).unwrap();
+        assert!(violation(&renamed).contains("reserved: Some(\"other\")"));
+
+        // Recovery found the name taken: the container may go without it.
+        unreserved
+            .name_conflicts
+            .insert(format!("container {b}: name \"db\" is taken"));
+        assert_eq!(unreserved.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_container_id_is_never_a_sandbox_id_and_state_fields_agree() {
+        let mut m = machine();
+        let a = container(&mut m, 'a', "web");
+        m.container_names.reserve("web", &a).unwrap();
+        let mut clash = m.clone();
+        let sid = SandboxId::new(id('a')).unwrap();
+        let meta = crate::meta::SandboxMeta {
+            id: sid.clone(),
+            name: "pod".to_owned(),
+            config: crate::meta::SandboxConfig::default(),
+            created_at: 1,
+        };
+        clash.sandboxes.insert(
+            sid.clone(),
+            crate::machine::Sandbox::new(meta, SandboxState::NotReady, 0),
+        );
+        clash.sandbox_names.reserve("pod", &sid).unwrap();
+        assert!(violation(&clash).contains("names both a container and a sandbox"));
+
+        let mut running = m.clone();
+        if let Some(c) = running.containers.get_mut(&a) {
+            c.status.started_at = 2;
+        }
+        assert!(violation(&running).contains("RUNNING with pid 0"));
     }
 }
