@@ -13,7 +13,9 @@
 //!   fsync, rename over `status`, fsync the directory (and `containers/` when the directory
 //!   was just created). A failure removes the temp file (and a directory this write created)
 //!   and reports a typed [`StoreError`]; a crash leaves the old or the new record, and at
-//!   worst a stray temp file that the next write of that container removes.
+//!   worst a stray temp file that the next write of that container removes. A directory
+//!   fsync that fails after the rename leaves the new record visible but not durable: the
+//!   caller (berth-core) rewrites the record it holds until a write succeeds.
 //! - delete: unlink `status` (atomic), remove the directory, fsync `containers/`. A crash
 //!   leaves the record or an empty directory (listed, so the orphan sweep removes it), never
 //!   a sibling file like containerd's `<id>.del-status`.
