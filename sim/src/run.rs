@@ -410,6 +410,7 @@ pub(crate) fn fault_plan(seed: u64, mask: FaultMask) -> FaultPlan {
     off(Fault::ContainerdRestart, &mut p.chaos.containerd_restart);
     off(Fault::ShimDeath, &mut p.chaos.shim_death);
     off(Fault::ExitNow, &mut p.chaos.exit_now);
+    off(Fault::LateExit, &mut p.calls.late_exit);
     p
 }
 

@@ -45,11 +45,13 @@ pub enum Fault {
     ExitNow,
     /// berth crashes are power losses (else process crashes only).
     PowerLoss,
+    /// Exits reach berth late (after the process ended, while berth goes on).
+    LateExit,
 }
 
 impl Fault {
     /// Every kind, in bit order.
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 18] = [
         Fault::Unavailable,
         Fault::DeadlineExceeded,
         Fault::Other,
@@ -67,6 +69,7 @@ impl Fault {
         Fault::ShimDeath,
         Fault::ExitNow,
         Fault::PowerLoss,
+        Fault::LateExit,
     ];
 
     fn bit(self) -> u32 {
@@ -93,6 +96,7 @@ impl Fault {
             Fault::ShimDeath => "shim_death",
             Fault::ExitNow => "exit_now",
             Fault::PowerLoss => "power_loss",
+            Fault::LateExit => "late_exit",
         }
     }
 }
@@ -348,7 +352,7 @@ mod tests {
         assert!(m.allows(Fault::Hang) && m.allows(Fault::PowerLoss));
         assert!(!m.allows(Fault::Slow));
         assert_eq!(m.to_string().parse::<FaultMask>(), Ok(m));
-        assert_eq!(FaultMask::ALL.without(Fault::Hang).kinds().count(), 16);
+        assert_eq!(FaultMask::ALL.without(Fault::Hang).kinds().count(), 17);
         assert!("bogus".parse::<FaultMask>().is_err());
     }
 
@@ -368,7 +372,7 @@ mod tests {
             "SIM_CLIENTS=3",
             "SIM_CONTAINERS=50",
             "SIM_CRASHES=5",
-            "SIM_FAULTS=0x1ffff",
+            "SIM_FAULTS=0x3ffff",
             "--cfg madsim",
             "--test sim replay",
         ] {

@@ -144,6 +144,23 @@ impl State {
     }
 
     /// When a blocked wait begun now breaks on its own, if it does.
+    /// How late this wait's exit arrives, if the late-exit fault hits it (no draw when the
+    /// kind is off, so plans without it consume the same randomness as before).
+    fn draw_late_exit(&mut self, _now: Instant) -> Option<Duration> {
+        let c = &self.faults.calls;
+        if c.late_exit <= 0.0 {
+            return None;
+        }
+        let (rate, max) = (c.late_exit.min(1.0), c.max_delay);
+        if !self.rng.gen_bool(rate) {
+            return None;
+        }
+        let max_nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Some(Duration::from_nanos(
+            self.rng.gen_range(1..=max_nanos.max(1)),
+        ))
+    }
+
     fn draw_wait_break(&mut self, now: Instant) -> Option<Instant> {
         let c = &self.faults.calls;
         if c.wait_broken <= 0.0 {
@@ -525,7 +542,30 @@ impl SimBackend {
         }
     }
 
+    /// `Tasks.Wait`, with the late-exit fault on top of [`SimBackend::wait_exit`]: the exit is
+    /// held back for a while, and lost with the connection if containerd restarts meanwhile.
     async fn wait(&self, target: &Target) -> Result<ExitStatus, BackendError> {
+        const VERB: &str = "Tasks.Wait";
+        let exit = self.wait_exit(target).await?;
+        let late = {
+            let mut s = self.state();
+            let now = Instant::now();
+            s.draw_late_exit(now).map(|delay| {
+                s.record(FaultKind::LateExit, VERB, target.as_str(), now);
+                (delay, s.model.epoch)
+            })
+        };
+        if let Some((delay, epoch)) = late {
+            sleep_for(delay).await;
+            let s = self.state();
+            if !s.model.is_up(Instant::now()) || s.model.epoch != epoch {
+                return Err(transport_error(VERB, target.as_str()));
+            }
+        }
+        Ok(exit)
+    }
+
+    async fn wait_exit(&self, target: &Target) -> Result<ExitStatus, BackendError> {
         const VERB: &str = "Tasks.Wait";
         let id = target.as_str();
         let (decision, epoch, break_at) = {

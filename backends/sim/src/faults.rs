@@ -35,7 +35,12 @@ pub struct CallFaults {
     /// A wait in progress breaks with `Unavailable` (connection reset) at a random moment
     /// within [`CallFaults::max_delay`] of its start, the task still running.
     pub wait_broken: f64,
-    /// Longest delay of a slow call and latest break of a broken wait.
+    /// A wait's exit reaches the caller late: up to [`CallFaults::max_delay`] after the
+    /// process exited (a slow shim or a congested connection holding the exit back), while
+    /// the caller goes on stopping, killing or deleting the task.
+    pub late_exit: f64,
+    /// Longest delay of a slow call, latest break of a broken wait, longest delay of a late
+    /// exit.
     pub max_delay: Duration,
 }
 
@@ -52,6 +57,7 @@ impl CallFaults {
             hang: 0.0,
             hang_waits: false,
             wait_broken: 0.0,
+            late_exit: 0.0,
             max_delay: Duration::from_secs(3),
         }
     }
@@ -67,6 +73,7 @@ impl CallFaults {
             self.slow,
             self.hang,
             self.wait_broken,
+            self.late_exit,
         ]
         .iter()
         .all(|r| *r <= 0.0)
@@ -188,6 +195,7 @@ impl FaultPlan {
             hang: pick(RARE),
             hang_waits: false,
             wait_broken: pick(CALL),
+            late_exit: 0.0,
             max_delay: Duration::from_millis([100, 1000, 3000][rng.gen_range(0..3)]),
         };
         let mut pick = |menu: &[f64]| -> f64 {
@@ -210,9 +218,19 @@ impl FaultPlan {
             exit_now: pick(CHAOS),
             max_down: Duration::from_millis([500, 5000, 20_000][rng.gen_range(0..3)]),
         };
+        let mut calls = calls;
+        // Kinds added later draw from streams of their own, so that the plans of older seeds
+        // (and the regressions kept with them) stay as they were.
+        let mut late = SmallRng::seed_from_u64(seed ^ LATE_EXIT_STREAM);
+        if late.gen_bool(0.5) {
+            calls.late_exit = [0.05, 0.2, 0.5][late.gen_range(0..3)];
+        }
         FaultPlan { calls, disk, chaos }
     }
 }
+
+/// Stream constant of [`CallFaults::late_exit`]'s draw.
+const LATE_EXIT_STREAM: u64 = 0x4c41_5445_5f45_5849;
 
 /// A kind of injected fault or chaos event, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -233,6 +251,8 @@ pub enum FaultKind {
     Hang,
     /// A wait in progress broke.
     WaitBroken,
+    /// A wait's exit was delivered late.
+    LateExit,
     /// containerd restarted.
     ContainerdRestart,
     /// A shim died.
@@ -257,7 +277,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::Unavailable,
         FaultKind::DeadlineExceeded,
         FaultKind::Other,
@@ -266,6 +286,7 @@ impl FaultKind {
         FaultKind::Slow,
         FaultKind::Hang,
         FaultKind::WaitBroken,
+        FaultKind::LateExit,
         FaultKind::ContainerdRestart,
         FaultKind::ShimDeath,
         FaultKind::ExitNow,
@@ -289,6 +310,7 @@ impl FaultKind {
             FaultKind::Slow => "slow",
             FaultKind::Hang => "hang",
             FaultKind::WaitBroken => "wait_broken",
+            FaultKind::LateExit => "late_exit",
             FaultKind::ContainerdRestart => "containerd_restart",
             FaultKind::ShimDeath => "shim_death",
             FaultKind::ExitNow => "exit_now",

@@ -380,3 +380,76 @@ async fn chaos_draws_restarts_shim_deaths_and_exits() {
     }
     assert_eq!(counts.total(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_exit_arrives_after_the_process_ended_with_its_real_time() {
+    let sim = sim(8);
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::forever()).await;
+    sim.set_faults(calls(|c| {
+        c.late_exit = 1.0;
+        c.max_delay = Duration::from_secs(3);
+    }));
+    let start = tokio::time::Instant::now();
+    let c1 = ct("c1");
+    let waiter = sim.wait_task(&c1);
+    let killer = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sim.exit_now(&ct("c1"), 9).unwrap();
+        tokio::time::Instant::now()
+    };
+    let (exit, exited) = tokio::join!(waiter, killer);
+    let exit = exit.unwrap();
+    assert_eq!(exit.code, 9);
+    let delivered = tokio::time::Instant::now();
+    assert!(delivered > exited, "the exit was not held back");
+    assert!(delivered - start <= Duration::from_secs(4));
+    // The exit keeps the time the process ended, not the time it was delivered.
+    assert_eq!(
+        sim.truth().last_exit("c1").unwrap().exited_at,
+        exit.exited_at
+    );
+    assert_eq!(sim.fault_counts().get(FaultKind::LateExit), 1);
+    // Meanwhile containerd already says the task stopped.
+    assert!(matches!(
+        sim.task_status(&ct("c1")).await.unwrap(),
+        TaskState::Stopped(_)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_exit_in_flight_is_lost_when_containerd_restarts() {
+    let sim = sim(9);
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::forever()).await;
+    sim.exit_now(&ct("c1"), 4).unwrap();
+    sim.set_faults(calls(|c| {
+        c.late_exit = 1.0;
+        c.max_delay = Duration::from_secs(60);
+    }));
+    let restarter = async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        sim.restart_containerd(Duration::ZERO);
+    };
+    // A draw of up to 60 s almost surely outlasts the 1 ms before the restart (the seed
+    // fixes the draw).
+    let c1 = ct("c1");
+    let (waited, ()) = tokio::join!(sim.wait_task(&c1), restarter);
+    assert_eq!(waited.unwrap_err().kind, BackendErrorKind::Unavailable);
+    sim.set_faults(FaultPlan::none());
+    assert_eq!(sim.wait_task(&c1).await.unwrap().code, 4);
+}
+
+#[test]
+fn late_exits_are_on_in_about_half_the_plans_with_a_rate_from_the_menu() {
+    let mut on = 0;
+    for seed in 0..200 {
+        let late = FaultPlan::from_seed(seed).calls.late_exit;
+        assert!([0.0, 0.05, 0.2, 0.5].contains(&late), "seed {seed}: {late}");
+        on += usize::from(late > 0.0);
+    }
+    assert!(
+        (60..140).contains(&on),
+        "late exits on in {on} of 200 plans"
+    );
+}
