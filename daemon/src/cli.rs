@@ -159,6 +159,14 @@ pub struct PodsArgs {
     /// State: ready or notready.
     #[arg(long, value_parser = ["ready", "notready"])]
     pub state: Option<String>,
+    /// Label selection and output shape, as for `ps`.
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+/// The options `pods` and `ps` share, with the same meaning for both lists.
+#[derive(Debug, Args)]
+pub struct ListArgs {
     /// Label key=value (repeatable).
     #[arg(long = "label", short = 'l', value_parser = key_value)]
     pub labels: Vec<(String, String)>,
@@ -221,15 +229,9 @@ pub struct PsArgs {
     /// Container name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Label key=value (repeatable).
-    #[arg(long = "label", short = 'l', value_parser = key_value)]
-    pub labels: Vec<(String, String)>,
-    /// Only ids.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Full ids.
-    #[arg(long)]
-    pub no_trunc: bool,
+    /// Label selection and output shape, as for `pods`.
+    #[command(flatten)]
+    pub list: ListArgs,
 }
 
 /// `berth logs`.
@@ -334,6 +336,45 @@ impl Ctx {
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }
+
+    /// Runs `rpc` for each id in order, each on a client of its own and under the request
+    /// deadline, and hands each answer to `show`; the first failure (of the call or of
+    /// `show`) ends the command, so the ids after it are not tried.
+    async fn each_id<T, F, Fut>(
+        &self,
+        ids: Vec<String>,
+        rpc: &'static str,
+        mut request: F,
+        mut show: impl FnMut(&str, T) -> Result<(), CliError>,
+    ) -> Result<(), CliError>
+    where
+        F: FnMut(CriClient, String) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        for id in ids {
+            let answer = self
+                .call(rpc, request(self.cri.clone(), id.clone()))
+                .await?;
+            show(&id, answer)?;
+        }
+        Ok(())
+    }
+
+    /// A container's status (non-verbose ContainerStatus).
+    async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus, CliError> {
+        let mut c = self.cri.clone();
+        Ok(self
+            .call(
+                "ContainerStatus",
+                c.container_status(cri::ContainerStatusRequest {
+                    container_id: id.to_owned(),
+                    verbose: false,
+                }),
+            )
+            .await?
+            .status
+            .unwrap_or_default())
+    }
 }
 
 /// Runs `berth` with the process's arguments; the exit code is 1 on any error.
@@ -374,6 +415,11 @@ fn print(text: &str) -> Result<(), CliError> {
     out.flush().map_err(out_err)
 }
 
+/// Prints one id a line (`--quiet` lists).
+fn print_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Result<(), CliError> {
+    print(&ids.map(|id| format!("{id}\n")).collect::<String>())
+}
+
 fn print_json(v: &Value) -> Result<(), CliError> {
     print(&format!(
         "{}\n",
@@ -394,97 +440,111 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info => info(&mut ctx).await,
         Command::Runp(a) => runp(&mut ctx, a).await,
         Command::Stopp { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::StopPodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                };
-                ctx.call("StopPodSandbox", c.stop_pod_sandbox(req)).await?;
-                print(&format!("Stopped sandbox {id}\n"))?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "StopPodSandbox",
+                |mut c, pod_sandbox_id| async move {
+                    c.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id })
+                        .await
+                },
+                |id, _| print(&format!("Stopped sandbox {id}\n")),
+            )
+            .await
         }
         Command::Rmp { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: id.clone(),
-                };
-                ctx.call("RemovePodSandbox", c.remove_pod_sandbox(req))
-                    .await?;
-                print(&format!("Removed sandbox {id}\n"))?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "RemovePodSandbox",
+                |mut c, pod_sandbox_id| async move {
+                    c.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id })
+                        .await
+                },
+                |id, _| print(&format!("Removed sandbox {id}\n")),
+            )
+            .await
         }
         Command::Pods(a) => pods(&mut ctx, a).await,
         Command::Inspectp { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::PodSandboxStatusRequest {
-                    pod_sandbox_id: id,
-                    verbose: true,
-                };
-                let r = ctx
-                    .call("PodSandboxStatus", c.pod_sandbox_status(req))
-                    .await?;
-                let mut v = json!({
-                    "status": r.status.as_ref().map(sandbox_status_json),
-                    "containers": r.containers_statuses.iter().map(container_status_json).collect::<Vec<_>>(),
-                });
-                add_info(&mut v, &r.info);
-                print_json(&v)?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "PodSandboxStatus",
+                |mut c, pod_sandbox_id| async move {
+                    c.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                        pod_sandbox_id,
+                        verbose: true,
+                    })
+                    .await
+                },
+                |_, r| {
+                    let mut v = json!({
+                        "status": r.status.as_ref().map(sandbox_status_json),
+                        "containers": r.containers_statuses.iter().map(container_status_json).collect::<Vec<_>>(),
+                    });
+                    add_info(&mut v, &r.info);
+                    print_json(&v)
+                },
+            )
+            .await
         }
         Command::Create(a) => create(&mut ctx, a).await,
         Command::Start { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::StartContainerRequest {
-                    container_id: id.clone(),
-                };
-                ctx.call("StartContainer", c.start_container(req)).await?;
-                print(&format!("{id}\n"))?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "StartContainer",
+                |mut c, container_id| async move {
+                    c.start_container(cri::StartContainerRequest { container_id })
+                        .await
+                },
+                |id, _| print(&format!("{id}\n")),
+            )
+            .await
         }
         Command::Stop { timeout, ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout,
-                };
-                ctx.call("StopContainer", c.stop_container(req)).await?;
-                print(&format!("{id}\n"))?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "StopContainer",
+                |mut c, container_id| async move {
+                    c.stop_container(cri::StopContainerRequest {
+                        container_id,
+                        timeout,
+                    })
+                    .await
+                },
+                |id, _| print(&format!("{id}\n")),
+            )
+            .await
         }
         Command::Rm { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::RemoveContainerRequest {
-                    container_id: id.clone(),
-                };
-                ctx.call("RemoveContainer", c.remove_container(req)).await?;
-                print(&format!("{id}\n"))?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "RemoveContainer",
+                |mut c, container_id| async move {
+                    c.remove_container(cri::RemoveContainerRequest { container_id })
+                        .await
+                },
+                |id, _| print(&format!("{id}\n")),
+            )
+            .await
         }
         Command::Ps(a) => ps(&mut ctx, a).await,
         Command::Inspect { ids } => {
-            for id in ids {
-                let mut c = ctx.cri.clone();
-                let req = cri::ContainerStatusRequest {
-                    container_id: id,
-                    verbose: true,
-                };
-                let r = ctx.call("ContainerStatus", c.container_status(req)).await?;
-                let mut v = json!({ "status": r.status.as_ref().map(container_status_json) });
-                add_info(&mut v, &r.info);
-                print_json(&v)?;
-            }
-            Ok(())
+            ctx.each_id(
+                ids,
+                "ContainerStatus",
+                |mut c, container_id| async move {
+                    c.container_status(cri::ContainerStatusRequest {
+                        container_id,
+                        verbose: true,
+                    })
+                    .await
+                },
+                |_, r| {
+                    let mut v = json!({ "status": r.status.as_ref().map(container_status_json) });
+                    add_info(&mut v, &r.info);
+                    print_json(&v)
+                },
+            )
+            .await
         }
         Command::Logs(a) => logs(&mut ctx, a).await,
     }
@@ -674,6 +734,12 @@ fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, CliError>
     }
 }
 
+/// The flag's value if it was given, else the config file's unless that is empty (serde
+/// leaves a missing field empty, and an empty value means "use the default").
+fn flag_or_file(flag: &Option<String>, file: String) -> Option<String> {
+    flag.clone().or(Some(file).filter(|s| !s.is_empty()))
+}
+
 fn random_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -697,20 +763,11 @@ fn pod_request(a: &RunpArgs) -> Result<cri::RunPodSandboxRequest, CliError> {
             "runp needs a pod name: --name NAME or a config file with metadata.name".into(),
         ));
     }
-    let namespace = a
-        .namespace
-        .clone()
-        .or(Some(file.metadata.namespace).filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "default".into());
-    let uid = a
-        .uid
-        .clone()
-        .or(Some(file.metadata.uid).filter(|s| !s.is_empty()))
+    let namespace =
+        flag_or_file(&a.namespace, file.metadata.namespace).unwrap_or_else(|| "default".into());
+    let uid = flag_or_file(&a.uid, file.metadata.uid)
         .unwrap_or_else(|| format!("{name}-{}", random_suffix()));
-    let log_directory = a
-        .log_dir
-        .clone()
-        .or(Some(file.log_directory).filter(|s| !s.is_empty()))
+    let log_directory = flag_or_file(&a.log_dir, file.log_directory)
         .unwrap_or_else(|| format!("/var/log/pods/{namespace}_{name}_{uid}"));
     let mut labels = file.labels;
     labels.extend(a.labels.iter().cloned());
@@ -740,11 +797,7 @@ fn pod_request(a: &RunpArgs) -> Result<cri::RunPodSandboxRequest, CliError> {
                 namespace,
                 attempt: a.attempt.unwrap_or(file.metadata.attempt),
             }),
-            hostname: a
-                .hostname
-                .clone()
-                .or(Some(file.hostname).filter(|s| !s.is_empty()))
-                .unwrap_or(name),
+            hostname: flag_or_file(&a.hostname, file.hostname).unwrap_or(name),
             log_directory,
             labels,
             annotations: file.annotations,
@@ -790,11 +843,8 @@ fn container_request(a: &CreateArgs) -> Result<cri::CreateContainerRequest, CliE
         ));
     }
     let attempt = file.metadata.attempt;
-    let log_path = a
-        .log_path
-        .clone()
-        .or(Some(file.log_path).filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| format!("{name}/{attempt}.log"));
+    let log_path =
+        flag_or_file(&a.log_path, file.log_path).unwrap_or_else(|| format!("{name}/{attempt}.log"));
     let mut envs: Vec<cri::KeyValue> = file
         .envs
         .into_iter()
@@ -987,7 +1037,7 @@ async fn pods(ctx: &mut Ctx, a: PodsArgs) -> Result<(), CliError> {
                 cri::PodSandboxState::SandboxNotready as i32
             },
         }),
-        label_selector: a.labels.iter().cloned().collect(),
+        label_selector: a.list.labels.iter().cloned().collect(),
     };
     let mut c = ctx.cri.clone();
     let mut items = ctx
@@ -1005,13 +1055,8 @@ async fn pods(ctx: &mut Ctx, a: PodsArgs) -> Result<(), CliError> {
             && a.namespace.as_ref().is_none_or(|n| &m.namespace == n)
     });
     items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
-    if a.quiet {
-        return print(
-            &items
-                .iter()
-                .map(|p| format!("{}\n", p.id))
-                .collect::<String>(),
-        );
+    if a.list.quiet {
+        return print_ids(items.iter().map(|p| p.id.as_str()));
     }
     match ctx.output {
         Output::Json => {
@@ -1024,7 +1069,7 @@ async fn pods(ctx: &mut Ctx, a: PodsArgs) -> Result<(), CliError> {
                 .map(|p| {
                     let m = p.metadata.clone().unwrap_or_default();
                     vec![
-                        trunc(&p.id, a.no_trunc),
+                        trunc(&p.id, a.list.no_trunc),
                         ago(p.created_at, now),
                         short_state(sandbox_state_name(p.state)),
                         m.name,
@@ -1067,7 +1112,7 @@ async fn ps(ctx: &mut Ctx, a: PsArgs) -> Result<(), CliError> {
         id: a.id.clone().unwrap_or_default(),
         state: state.map(|s| cri::ContainerStateValue { state: s as i32 }),
         pod_sandbox_id: a.pod.clone().unwrap_or_default(),
-        label_selector: a.labels.iter().cloned().collect(),
+        label_selector: a.list.labels.iter().cloned().collect(),
     };
     let mut c = ctx.cri.clone();
     let mut containers = ctx
@@ -1085,13 +1130,8 @@ async fn ps(ctx: &mut Ctx, a: PsArgs) -> Result<(), CliError> {
             .is_none_or(|n| c.metadata.as_ref().is_some_and(|m| &m.name == n))
     });
     containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-    if a.quiet {
-        return print(
-            &containers
-                .iter()
-                .map(|c| format!("{}\n", c.id))
-                .collect::<String>(),
-        );
+    if a.list.quiet {
+        return print_ids(containers.iter().map(|c| c.id.as_str()));
     }
     match ctx.output {
         Output::Json => print_json(&json!({
@@ -1116,7 +1156,7 @@ async fn ps(ctx: &mut Ctx, a: PsArgs) -> Result<(), CliError> {
                 .map(|c| {
                     let m = c.metadata.clone().unwrap_or_default();
                     vec![
-                        trunc(&c.id, a.no_trunc),
+                        trunc(&c.id, a.list.no_trunc),
                         c.image
                             .as_ref()
                             .map(|i| i.image.clone())
@@ -1125,7 +1165,7 @@ async fn ps(ctx: &mut Ctx, a: PsArgs) -> Result<(), CliError> {
                         short_state(container_state_name(c.state)),
                         m.name,
                         m.attempt.to_string(),
-                        trunc(&c.pod_sandbox_id, a.no_trunc),
+                        trunc(&c.pod_sandbox_id, a.list.no_trunc),
                         pods.get(&c.pod_sandbox_id).cloned().unwrap_or_default(),
                     ]
                 })
@@ -1184,18 +1224,7 @@ fn print_records(text: &str, timestamps: bool, at_end: bool) -> Result<usize, Cl
 }
 
 async fn logs(ctx: &mut Ctx, a: LogsArgs) -> Result<(), CliError> {
-    let mut c = ctx.cri.clone();
-    let status = ctx
-        .call(
-            "ContainerStatus",
-            c.container_status(cri::ContainerStatusRequest {
-                container_id: a.id.clone(),
-                verbose: false,
-            }),
-        )
-        .await?
-        .status
-        .unwrap_or_default();
+    let status = ctx.container_status(&a.id).await?;
     if status.log_path.is_empty() {
         return Err(CliError::Usage(format!(
             "container {} has no log path (its pod has no log directory or it has no log_path)",
@@ -1237,18 +1266,7 @@ async fn logs(ctx: &mut Ctx, a: LogsArgs) -> Result<(), CliError> {
         }
         if last_check.elapsed() >= Duration::from_secs(1) {
             last_check = std::time::Instant::now();
-            let mut c = ctx.cri.clone();
-            let s = ctx
-                .call(
-                    "ContainerStatus",
-                    c.container_status(cri::ContainerStatusRequest {
-                        container_id: a.id.clone(),
-                        verbose: false,
-                    }),
-                )
-                .await?
-                .status
-                .unwrap_or_default();
+            let s = ctx.container_status(&a.id).await?;
             running = s.state == cri::ContainerState::ContainerRunning as i32
                 || s.state == cri::ContainerState::ContainerCreated as i32;
         }

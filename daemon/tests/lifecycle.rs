@@ -290,12 +290,7 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
     assert!(e.message().contains("ExecSync"), "{}", e.message());
 
     // StopContainer: SIGTERM ends `sleep` (not PID 1: the pod's pause process is).
-    cri.stop_container(cri::StopContainerRequest {
-        container_id: sleeper.clone(),
-        timeout: 1,
-    })
-    .await
-    .unwrap();
+    stop_container(&mut cri, &sleeper, 1).await;
     let (s, _) = status(&mut cri, &sleeper).await;
     assert_eq!(
         (s.state, s.exit_code),
@@ -304,25 +299,12 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
     assert!(!proc_exists(pid) || !berth_testkit::process_alive(pid));
 
     for id in [&hello, &sleeper, &created] {
-        cri.remove_container(cri::RemoveContainerRequest {
-            container_id: id.to_string(),
-        })
-        .await
-        .unwrap();
+        remove_container(&mut cri, id).await;
     }
     // Unknown ids: stop and remove succeed, start and status are NotFound.
     let ghost = "0123456789abcdef".to_owned();
-    cri.stop_container(cri::StopContainerRequest {
-        container_id: ghost.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    cri.remove_container(cri::RemoveContainerRequest {
-        container_id: ghost.clone(),
-    })
-    .await
-    .unwrap();
+    stop_container(&mut cri, &ghost, 0).await;
+    remove_container(&mut cri, &ghost).await;
     let e = cri
         .start_container(cri::StartContainerRequest {
             container_id: ghost.clone(),
@@ -330,27 +312,11 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
-    cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: ghost.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut cri, &ghost).await;
 
-    cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    let ps = cri
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    stop_pod(&mut cri, &pod).await;
     assert_eq!(
-        ps.status.unwrap().state,
+        pod_state(&mut cri, &pod).await,
         cri::PodSandboxState::SandboxNotready as i32
     );
     let notready = cri
@@ -367,17 +333,8 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
         .into_inner()
         .items;
     assert_eq!(notready.len(), 1);
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    let pods = cri
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    remove_pod(&mut cri, &pod).await;
+    let pods = list_pods(&mut cri).await;
     assert!(pods.is_empty(), "{pods:?}");
 
     // The event stream saw hello's whole life, in order.
@@ -409,10 +366,7 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
     }
 
     // Nothing left in containerd.
-    wait_for("every task and record to be gone", || async {
-        (env.tasks().await.is_empty() && env.records().await.is_empty()).then_some(())
-    })
-    .await;
+    env.wait_all_gone(false).await;
     env.finish().await;
 }
 
@@ -453,12 +407,7 @@ async fn reopen_container_log_follows_rotation() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("line-1") && !old.contains("line-2"), "{old:?}");
     // Not running: FailedPrecondition.
-    cri.stop_container(cri::StopContainerRequest {
-        container_id: id.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
+    stop_container(&mut cri, &id, 0).await;
     let e = cri
         .reopen_container_log(cri::ReopenContainerLogRequest {
             container_id: id.clone(),
@@ -466,10 +415,6 @@ async fn reopen_container_log_follows_rotation() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut cri, &pod).await;
     env.finish().await;
 }

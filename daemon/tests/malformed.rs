@@ -207,22 +207,9 @@ async fn malformed_requests_are_refused_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    cri.stop_container(cri::StopContainerRequest {
-        container_id: ghost.clone(),
-        timeout: 0,
-    })
-    .await
-    .unwrap();
-    cri.remove_container(cri::RemoveContainerRequest {
-        container_id: ghost.clone(),
-    })
-    .await
-    .unwrap();
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: ghost.clone(),
-    })
-    .await
-    .unwrap();
+    stop_container(&mut cri, &ghost, 0).await;
+    remove_container(&mut cri, &ghost).await;
+    remove_pod(&mut cri, &ghost).await;
 
     // A name taken: FailedPrecondition, nothing new.
     let e = cri
@@ -247,12 +234,7 @@ async fn malformed_requests_are_refused_and_change_nothing() {
     assert_ne!(e.code(), tonic::Code::Ok);
 
     // Nothing changed; berthd is alive and well.
-    let pods = cri
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut cri).await;
     assert_eq!(
         pods.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
         vec![pod.clone()]
@@ -277,10 +259,6 @@ async fn malformed_requests_are_refused_and_change_nothing() {
     assert!(!env.berthd_log().contains("panicked"));
     let b = env.berthd.as_ref().unwrap().pid();
     assert!(berth_testkit::process_alive(b));
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut cri, &pod).await;
     env.finish().await;
 }

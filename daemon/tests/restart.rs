@@ -10,6 +10,16 @@ use rustix::process::Signal;
 
 const LOOP: &str = "while :; do sleep 0.05; done";
 
+/// The container both tests see exit while something is down: it says `ready`, then on
+/// SIGTERM says `bye` and exits 7.
+fn leaver_config(image: &str) -> cri::ContainerConfig {
+    shell(
+        "leaver",
+        image,
+        &format!("trap 'echo bye; exit 7' TERM; echo ready; {LOOP}"),
+    )
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -56,16 +66,7 @@ async fn berthd_kill9_with_exits_while_down_then_graceful_restart() {
         ),
     )
     .await;
-    let leaver = run_container(
-        &mut cri,
-        &pod,
-        shell(
-            "leaver",
-            &image,
-            &format!("trap 'echo bye; exit 7' TERM; echo ready; {LOOP}"),
-        ),
-    )
-    .await;
+    let leaver = run_container(&mut cri, &pod, leaver_config(&image)).await;
     let killed = run_container(
         &mut cri,
         &pod,
@@ -112,16 +113,8 @@ async fn berthd_kill9_with_exits_while_down_then_graceful_restart() {
     assert_eq!(s.exit_code, 137, "{s:?}");
     let (s, _) = status(&mut cri, &created).await;
     assert_eq!(s.state, cri::ContainerState::ContainerCreated as i32);
-    let ps = cri
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        ps.status.unwrap().state,
+        pod_state(&mut cri, &pod).await,
         cri::PodSandboxState::SandboxReady as i32
     );
     // Output a running container wrote while berthd was down reached its log (the shim
@@ -152,18 +145,8 @@ async fn berthd_kill9_with_exits_while_down_then_graceful_restart() {
     );
 
     // Everything goes; no task, record or shim is left.
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    wait_for("tasks, records and shims to be gone", || async {
-        (env.tasks().await.is_empty()
-            && env.records().await.is_empty()
-            && env.ctd.shim_pids().is_empty())
-        .then_some(())
-    })
-    .await;
+    remove_pod(&mut cri, &pod).await;
+    env.wait_all_gone(true).await;
     assert!(!env.berthd_log().contains("panicked"));
     env.finish().await;
 }
@@ -180,16 +163,7 @@ async fn containerd_kill9_under_berthd_no_spurious_exit_and_outage_exit_recorded
         shell("stay", &image, &format!("echo ready; {LOOP}")),
     )
     .await;
-    let leaver = run_container(
-        &mut cri,
-        &pod,
-        shell(
-            "leaver",
-            &image,
-            &format!("trap 'echo bye; exit 7' TERM; echo ready; {LOOP}"),
-        ),
-    )
-    .await;
+    let leaver = run_container(&mut cri, &pod, leaver_config(&image)).await;
     let (s, stay_pid) = status(&mut cri, &stay).await;
     wait_log(&s.log_path, "ready").await;
     let (s, leaver_pid) = status(&mut cri, &leaver).await;
@@ -222,22 +196,10 @@ async fn containerd_kill9_under_berthd_no_spurious_exit_and_outage_exit_recorded
     );
     assert!(process_alive(stay_pid));
     // The stop path works on the restarted containerd.
-    cri.stop_container(cri::StopContainerRequest {
-        container_id: stay.clone(),
-        timeout: 1,
-    })
-    .await
-    .unwrap();
+    stop_container(&mut cri, &stay, 1).await;
     let (s, _) = status(&mut cri, &stay).await;
     assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    wait_for("tasks and records to be gone", || async {
-        (env.tasks().await.is_empty() && env.records().await.is_empty()).then_some(())
-    })
-    .await;
+    remove_pod(&mut cri, &pod).await;
+    env.wait_all_gone(false).await;
     env.finish().await;
 }

@@ -10,11 +10,13 @@ mod common;
 use std::time::Duration;
 
 use berth_backend::{Backend, TaskState};
-use berth_core::{CommandError, ContainerState, SandboxState};
+use berth_core::{ContainerState, SandboxState};
 use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use berth_testkit::process_alive;
-use common::wrappers::{GatedBackend, Knobs};
-use common::{STOP_TIMEOUT, World, eventually, sleeper, start_held_at_gate};
+use common::wrappers::Knobs;
+use common::{
+    STOP_TIMEOUT, World, await_process_gone, is_container_not_found, sleeper, start_held_at_gate,
+};
 
 /// `sh` that exits 0 on SIGTERM (checked once a second).
 fn polite() -> Vec<String> {
@@ -25,6 +27,17 @@ fn polite() -> Vec<String> {
     ]
 }
 
+/// Panics, listing `failures`, unless every one of the `tried` `request`s (on `noun`)
+/// succeeded at the first try.
+fn assert_all_first_try(request: &str, noun: &str, failures: &[String], tried: usize) {
+    assert!(
+        failures.is_empty(),
+        "{request} failed at the first try for {} of {tried} {noun}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// DESIGN §3.7: a StopContainer that races a StartContainer ends with the container
 /// stopped and no task left (containerd makes such a stop a no-op and the container runs
 /// on). First with the stop landing for sure between `Tasks.Create` and `Tasks.Start`, then
@@ -32,13 +45,7 @@ fn polite() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_racing_start_ends_stopped() {
     let w = World::start().await;
-    let knobs = Knobs::new();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    node.wait_ready().await.expect("ready");
+    let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
 
     // The stop arrives while the start is held just before Tasks.Start.
@@ -66,13 +73,7 @@ async fn stop_racing_start_ends_stopped() {
         [0, 143].contains(&after.status.exit_code),
         "SIGTERM, trapped or not: {after:?}"
     );
-    eventually("no task is left", || async {
-        match w.task(&id).await {
-            TaskState::NotFound => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    w.await_no_task("no task is left", &id).await;
 
     // Free races: the stop issued together with the start, or a little after it.
     for (i, stagger_ms) in [0u64, 0, 1, 3, 10, 30, 100].into_iter().enumerate() {
@@ -89,13 +90,8 @@ async fn stop_racing_start_ends_stopped() {
             ContainerState::Exited,
             "racer{i} (stop {stagger_ms} ms after start): {after:?}"
         );
-        eventually(&format!("racer{i} has no task left"), || async {
-            match w.task(&id).await {
-                TaskState::NotFound => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        w.await_no_task(&format!("racer{i} has no task left"), &id)
+            .await;
     }
     w.finish(node).await;
 }
@@ -116,13 +112,7 @@ async fn remove_running_and_unknown_containers() {
     let (unknown, unknown_pid) = w.run(&node, &pod, "unknown", sleeper()).await;
     node.crash().await;
     std::fs::write(w.store().status_path(&unknown), b"garbage").expect("damage checkpoint");
-    let knobs = Knobs::new();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    node.wait_ready().await.expect("ready");
+    let (node, knobs) = w.ready_gated_node().await;
     assert_eq!(
         node.status_of(unknown.as_str()).await.state,
         ContainerState::Unknown
@@ -138,12 +128,7 @@ async fn remove_running_and_unknown_containers() {
             continue;
         }
         assert!(
-            matches!(
-                node.container_status(id.as_str()).await,
-                Err(ServiceError::Command(
-                    CommandError::ContainerNotFound { .. }
-                ))
-            ),
+            is_container_not_found(&node.container_status(id.as_str()).await),
             "{id} is gone from the service"
         );
         assert_eq!(w.task(id).await, TaskState::NotFound, "{id}: task");
@@ -156,28 +141,10 @@ async fn remove_running_and_unknown_containers() {
             !w.root().join("containers").join(id.as_str()).exists(),
             "{id}: checkpoint directory left"
         );
-        eventually(&format!("{id}'s process is gone"), || async {
-            if process_alive(*pid) {
-                Err(format!("pid {pid} alive"))
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        await_process_gone(&format!("{id}'s process is gone"), *pid).await;
     }
-    assert!(
-        failures.is_empty(),
-        "RemoveContainer failed at the first try for {} of {} containers:\n{}",
-        failures.len(),
-        removed.len(),
-        failures.join("\n")
-    );
-    assert_eq!(
-        knobs.overlaps(),
-        Vec::<String>::new(),
-        "two Tasks.Delete (with kill) of one task in flight at once: the loser fails with \
-         `ttrpc: closed` when the winner's delete shuts the shim down"
-    );
+    assert_all_first_try("RemoveContainer", "containers", &failures, removed.len());
+    knobs.assert_no_overlapping_deletes();
     w.finish(node).await;
 }
 
@@ -187,13 +154,7 @@ async fn remove_running_and_unknown_containers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_ready_pods_with_running_containers() {
     let w = World::start().await;
-    let knobs = Knobs::new();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    node.wait_ready().await.expect("ready");
+    let (node, knobs) = w.ready_gated_node().await;
     let mut pods = Vec::new();
     for i in 0..8 {
         let pod = w.pod(&node, &format!("pod{i}")).await;
@@ -211,19 +172,8 @@ async fn remove_ready_pods_with_running_containers() {
         assert_eq!(w.pause_task(pod).await, TaskState::NotFound, "{pod}");
         assert_eq!(w.task(id).await, TaskState::NotFound, "{id}");
     }
-    assert!(
-        failures.is_empty(),
-        "RemovePodSandbox failed at the first try for {} of {} pods:\n{}",
-        failures.len(),
-        pods.len(),
-        failures.join("\n")
-    );
-    assert_eq!(
-        knobs.overlaps(),
-        Vec::<String>::new(),
-        "two Tasks.Delete (with kill) of one task in flight at once: the loser fails with \
-         `ttrpc: closed` when the winner's delete shuts the shim down"
-    );
+    assert_all_first_try("RemovePodSandbox", "pods", &failures, pods.len());
+    knobs.assert_no_overlapping_deletes();
     w.finish(node).await;
 }
 
@@ -251,21 +201,11 @@ async fn stop_and_remove_of_unknown_ids_succeed() {
         .await
         .expect("RemovePodSandbox of an unknown id");
     assert!(
-        matches!(
-            node.start_container(ghost).await,
-            Err(ServiceError::Command(
-                CommandError::ContainerNotFound { .. }
-            ))
-        ),
+        is_container_not_found(&node.start_container(ghost).await),
         "StartContainer of an unknown id"
     );
     assert!(
-        matches!(
-            node.container_status(ghost).await,
-            Err(ServiceError::Command(
-                CommandError::ContainerNotFound { .. }
-            ))
-        ),
+        is_container_not_found(&node.container_status(ghost).await),
         "ContainerStatus of an unknown id"
     );
 
@@ -297,18 +237,8 @@ async fn requests_during_recovery_answer_unavailable() {
 
     let knobs = Knobs::new();
     knobs.list.arm();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    eventually("recovery reaches its listing", || async {
-        match knobs.list.reached() {
-            1 => Ok(()),
-            n => Err(format!("{n} lists at the gate")),
-        }
-    })
-    .await;
+    let node = w.gated_node(&knobs).await;
+    knobs.list.await_one("recovery reaches its listing").await;
     assert!(!node.is_ready());
     let unavailable = |what: &str, r: Result<(), ServiceError>| {
         assert_eq!(r, Err(ServiceError::Unavailable), "{what} during recovery");
@@ -366,13 +296,7 @@ async fn requests_during_recovery_answer_unavailable() {
     assert_eq!(after.state, ContainerState::Running);
     assert_eq!(after.status, before.status);
     assert_eq!(node.containers().await.len(), 1, "nothing was created");
-    assert_eq!(
-        node.list_sandboxes(SandboxFilter::default())
-            .await
-            .expect("list")
-            .len(),
-        1
-    );
+    assert_eq!(node.sandboxes().await.len(), 1);
     w.finish(node).await;
 }
 

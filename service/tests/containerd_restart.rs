@@ -12,20 +12,13 @@ use std::sync::atomic::Ordering;
 
 use berth_backend::TaskState;
 use berth_core::{ContainerState, EventKind, SandboxState, Target};
-use common::wrappers::{GatedBackend, Knobs};
 use common::{World, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
 use rustix::process::Signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_sigkilled_under_a_live_service() {
     let mut w = World::start().await;
-    let knobs = Knobs::new();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    node.wait_ready().await.expect("ready");
+    let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
     let pause_pid = node.sandbox_status(pod.as_str()).await.expect("pod").pid;
     let mut leavers = Vec::new();
@@ -86,15 +79,13 @@ async fn containerd_sigkilled_under_a_live_service() {
     let outage_end = now_ns();
 
     for (id, _, code) in &leavers {
-        let view = eventually(&format!("{id} is EXITED"), || async {
-            let v = node.status_of(id.as_str()).await;
-            if v.state == ContainerState::Exited {
-                Ok(v)
-            } else {
-                Err(format!("{v:?}"))
-            }
-        })
-        .await;
+        let view = node
+            .await_state(
+                &format!("{id} is EXITED"),
+                id.as_str(),
+                ContainerState::Exited,
+            )
+            .await;
         assert_eq!(view.status.exit_code, *code, "{id}: {view:?}");
         assert_eq!(view.status.reason, "", "{id}: {view:?}");
         assert!(
@@ -129,15 +120,13 @@ async fn containerd_sigkilled_under_a_live_service() {
     // The survivors are watched again: an exit now is recorded with its real code.
     let (id, pid) = &survivors[0];
     signal(*pid, Signal::KILL);
-    let view = eventually(&format!("{id} is EXITED after SIGKILL"), || async {
-        let v = node.status_of(id.as_str()).await;
-        if v.state == ContainerState::Exited {
-            Ok(v)
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
+    let view = node
+        .await_state(
+            &format!("{id} is EXITED after SIGKILL"),
+            id.as_str(),
+            ContainerState::Exited,
+        )
+        .await;
     assert_eq!(view.status.exit_code, 137, "{view:?}");
 
     // No task is left behind for what exited.

@@ -12,9 +12,10 @@ use berth_backend::{CheckpointStore, TaskState};
 use berth_core::{CommandError, ContainerState, SandboxState, UNKNOWN_EXIT_CODE, UNKNOWN_REASON};
 use berth_service::ServiceError;
 use berth_testkit::process_alive;
-use common::wrappers::{GatedBackend, Hold, HoldingStore, Knobs, store_gate};
+use common::wrappers::{Hold, HoldingStore, store_gate};
 use common::{
-    World, await_log, eventually, exits_on_term, now_ns, signal, sleeper, start_held_at_gate,
+    World, await_log, await_process_gone, eventually, exits_on_term, is_container_not_found,
+    now_ns, signal, sleeper, start_held_at, start_held_at_gate,
 };
 use rustix::process::Signal;
 
@@ -55,13 +56,7 @@ async fn running_whose_task_stopped_while_down_is_exited_with_its_real_code_and_
     assert_eq!(after.status.started_at, before.status.started_at);
     let on_disk = w.store().load(&id).await.expect("checkpoint");
     assert_eq!(on_disk, after.status, "the exit is durable");
-    eventually("the exited task is deleted", || async {
-        match w.task(&id).await {
-            TaskState::NotFound => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    w.await_no_task("the exited task is deleted", &id).await;
     w.finish(node).await;
 }
 
@@ -121,13 +116,7 @@ async fn running_whose_shim_was_killed_while_down_is_exited_255_unknown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_task_create_and_start_deletes_the_task_and_stays_startable() {
     let w = World::start().await;
-    let knobs = Knobs::new();
-    let node = {
-        let knobs = knobs.clone();
-        w.node_with(move |b, s| (GatedBackend::new(b, knobs), s))
-            .await
-    };
-    node.wait_ready().await.expect("ready");
+    let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
     let id = w.create(&node, &pod, "late", sleeper()).await;
 
@@ -190,14 +179,7 @@ async fn crash_between_task_create_and_start_deletes_the_task_and_stays_startabl
     if early_start.is_none() {
         assert_eq!(after.status, on_disk, "nothing else changed");
     }
-    eventually("runc init of the deleted task is gone", || async {
-        if process_alive(init_pid) {
-            Err(format!("pid {init_pid} alive"))
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    await_process_gone("runc init of the deleted task is gone", init_pid).await;
 
     if let Some(early) = early_start {
         let answer = match early {
@@ -244,17 +226,12 @@ async fn crash_after_start_before_the_persist_recovers_running() {
     let id = w.create(&node, &pod, "unrecorded", sleeper()).await;
     let created = node.status_of(id.as_str()).await;
 
-    gate.arm();
-    let start = {
-        let (svc, id) = (node.svc.clone(), id.clone());
-        tokio::spawn(async move { svc.start_container(id.as_str()).await })
-    };
-    eventually("StartContainer reaches the RUNNING persist", || async {
-        match gate.reached() {
-            1 => Ok(()),
-            n => Err(format!("{n} writes held")),
-        }
-    })
+    let start = start_held_at(
+        &node,
+        &id,
+        &gate,
+        "StartContainer reaches the RUNNING persist",
+    )
     .await;
     let pid = match w.task(&id).await {
         TaskState::Running { pid } => pid,
@@ -287,15 +264,13 @@ async fn crash_after_start_before_the_persist_recovers_running() {
 
     // The exit is watched: a kill from outside is recorded with its real code.
     signal(pid, Signal::KILL);
-    let exited = eventually("the killed container is EXITED", || async {
-        let v = node.status_of(id.as_str()).await;
-        if v.state == ContainerState::Exited {
-            Ok(v)
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
+    let exited = node
+        .await_state(
+            "the killed container is EXITED",
+            id.as_str(),
+            ContainerState::Exited,
+        )
+        .await;
     assert_eq!(exited.status.exit_code, 137, "{exited:?}");
     w.finish(node).await;
 }
@@ -316,23 +291,11 @@ async fn exited_container_is_unchanged_across_two_restarts() {
         )
         .await;
     node.start_container(id.as_str()).await.expect("start");
-    let exited = eventually("the container exits", || async {
-        let v = node.status_of(id.as_str()).await;
-        if v.state == ContainerState::Exited {
-            Ok(v)
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
+    let exited = node
+        .await_state("the container exits", id.as_str(), ContainerState::Exited)
+        .await;
     assert_eq!(exited.status.exit_code, 3, "{exited:?}");
-    eventually("the exited task is deleted", || async {
-        match w.task(&id).await {
-            TaskState::NotFound => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    w.await_no_task("the exited task is deleted", &id).await;
     let on_disk = w.store().load(&id).await.expect("checkpoint");
     assert_eq!(on_disk, exited.status);
 
@@ -410,23 +373,11 @@ async fn corrupt_checkpoint_is_unknown_removable_and_never_running() {
             .await
             .unwrap_or_else(|e| panic!("remove UNKNOWN {id}: {e}"));
         assert!(
-            matches!(
-                node.container_status(id.as_str()).await,
-                Err(ServiceError::Command(
-                    CommandError::ContainerNotFound { .. }
-                ))
-            ),
+            is_container_not_found(&node.container_status(id.as_str()).await),
             "{id} is gone"
         );
         assert_eq!(w.task(id).await, TaskState::NotFound);
     }
-    eventually("the UNKNOWN container's process is killed", || async {
-        if process_alive(pid) {
-            Err(format!("pid {pid} alive"))
-        } else {
-            Ok(())
-        }
-    })
-    .await;
+    await_process_gone("the UNKNOWN container's process is killed", pid).await;
     w.finish(node).await;
 }

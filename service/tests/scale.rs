@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use berth_backend::TaskState;
 use berth_core::{ContainerId, ContainerState, SandboxState, Target};
-use berth_service::SandboxFilter;
 use common::{World, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
 use futures::StreamExt;
 use rustix::process::Signal;
@@ -74,9 +73,8 @@ async fn two_hundred_containers_over_ten_pods_recover_after_a_crash() {
     let before = node.containers().await;
     assert_eq!(before.len(), PODS * PER_POD);
     let pause_pids: BTreeMap<String, u32> = node
-        .list_sandboxes(SandboxFilter::default())
+        .sandboxes()
         .await
-        .expect("pods")
         .into_iter()
         .map(|s| (s.meta.id.to_string(), s.pid))
         .collect();
@@ -146,11 +144,7 @@ async fn two_hundred_containers_over_ten_pods_recover_after_a_crash() {
         ran.len(),
         wrong.join("\n")
     );
-    for s in node
-        .list_sandboxes(SandboxFilter::default())
-        .await
-        .expect("pods")
-    {
+    for s in node.sandboxes().await {
         assert_eq!(s.state, SandboxState::Ready, "{s:?}");
         assert_eq!(s.pid, pause_pids[s.meta.id.as_str()], "{s:?}");
     }
@@ -204,15 +198,13 @@ async fn two_hundred_containers_over_ten_pods_recover_after_a_crash() {
         signal(*pid, Signal::KILL);
     }
     for (id, _) in &victims {
-        let v = eventually(&format!("{id} is EXITED after SIGKILL"), || async {
-            let v = node.status_of(id.as_str()).await;
-            if v.state == ContainerState::Exited {
-                Ok(v)
-            } else {
-                Err(format!("{v:?}"))
-            }
-        })
-        .await;
+        let v = node
+            .await_state(
+                &format!("{id} is EXITED after SIGKILL"),
+                id.as_str(),
+                ContainerState::Exited,
+            )
+            .await;
         assert_eq!(v.status.exit_code, 137, "{v:?}");
     }
     w.finish(node).await;

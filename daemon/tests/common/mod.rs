@@ -222,26 +222,42 @@ impl Env {
         self.ctd.shutdown().await.expect("containerd teardown");
     }
 
-    /// Task ids containerd has in our namespace.
-    pub async fn tasks(&self) -> Vec<String> {
+    /// The ids `ctr <kind> ls -q` prints for our namespace; `ctr` must succeed.
+    async fn ctr_ids(&self, kind: &str) -> Vec<String> {
         self.ctd
-            .ctr(&["tasks", "ls", "-q"])
+            .ctr(&[kind, "ls", "-q"])
             .await
-            .expect("ctr tasks ls")
+            .unwrap_or_else(|e| panic!("ctr {kind} ls: {e}"))
             .lines()
             .map(str::to_owned)
             .collect()
     }
 
+    /// Task ids containerd has in our namespace.
+    pub async fn tasks(&self) -> Vec<String> {
+        self.ctr_ids("tasks").await
+    }
+
     /// Container record ids containerd has in our namespace.
     pub async fn records(&self) -> Vec<String> {
-        self.ctd
-            .ctr(&["containers", "ls", "-q"])
-            .await
-            .expect("ctr containers ls")
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        self.ctr_ids("containers").await
+    }
+
+    /// Waits until containerd holds no task and no container record in our namespace
+    /// and, with `shims_too`, no shim process is left either.
+    pub async fn wait_all_gone(&self, shims_too: bool) {
+        let what = if shims_too {
+            "tasks, records and shims to be gone"
+        } else {
+            "tasks and records to be gone"
+        };
+        wait_for(what, || async {
+            (self.tasks().await.is_empty()
+                && self.records().await.is_empty()
+                && (!shims_too || self.ctd.shim_pids().is_empty()))
+            .then_some(())
+        })
+        .await
     }
 }
 
@@ -317,6 +333,66 @@ pub async fn create_container(
     .expect("CreateContainer")
     .into_inner()
     .container_id
+}
+
+/// StopContainer, which must succeed.
+pub async fn stop_container(cri: &mut CriClient, id: &str, timeout: i64) {
+    cri.stop_container(cri::StopContainerRequest {
+        container_id: id.into(),
+        timeout,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopContainer {id}: {e:?}"));
+}
+
+/// RemoveContainer, which must succeed.
+pub async fn remove_container(cri: &mut CriClient, id: &str) {
+    cri.remove_container(cri::RemoveContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e:?}"));
+}
+
+/// StopPodSandbox, which must succeed.
+pub async fn stop_pod(cri: &mut CriClient, pod: &str) {
+    cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox {pod}: {e:?}"));
+}
+
+/// RemovePodSandbox, which must succeed.
+pub async fn remove_pod(cri: &mut CriClient, pod: &str) {
+    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox {pod}: {e:?}"));
+}
+
+/// The pod's state from a (non-verbose) PodSandboxStatus, which must succeed.
+pub async fn pod_state(cri: &mut CriClient, pod: &str) -> i32 {
+    cri.pod_sandbox_status(cri::PodSandboxStatusRequest {
+        pod_sandbox_id: pod.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("PodSandboxStatus {pod}: {e:?}"))
+    .into_inner()
+    .status
+    .expect("status")
+    .state
+}
+
+/// Every pod (unfiltered ListPodSandbox, which must succeed).
+pub async fn list_pods(cri: &mut CriClient) -> Vec<cri::PodSandbox> {
+    cri.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
 }
 
 /// ContainerStatus (verbose) and the pid from its info.

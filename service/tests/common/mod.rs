@@ -19,13 +19,13 @@ use berth_backend::{Backend, CheckpointStore, Target, TaskState};
 use berth_containerd::store::FsCheckpointStore;
 use berth_containerd::{BackendConfig, ContainerdBackend};
 use berth_core::{
-    ContainerConfig, ContainerId, ContainerState, ErrorCode, SandboxConfig, SandboxId,
+    CommandError, ContainerConfig, ContainerId, ContainerState, ErrorCode, SandboxConfig, SandboxId,
 };
 use berth_service::{
-    ContainerFilter, ContainerView, SandboxFilter, Service, ServiceConfig, ServiceError,
-    ServiceHandle,
+    ContainerFilter, ContainerView, SandboxFilter, SandboxView, Service, ServiceConfig,
+    ServiceError, ServiceHandle,
 };
-use berth_testkit::PrivateContainerd;
+use berth_testkit::{PrivateContainerd, process_alive};
 use futures::StreamExt;
 
 /// How long a test waits for a condition before it fails (generous: a loaded 2-core VM).
@@ -76,6 +76,29 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the host process `pid` is no longer alive; panics with `what` after
+/// [`PATIENCE`].
+pub async fn await_process_gone(what: &str, pid: u32) {
+    eventually(what, || async {
+        if process_alive(pid) {
+            Err(format!("pid {pid} alive"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// True exactly when `answer` is the service's ContainerNotFound.
+pub fn is_container_not_found<T>(answer: &Result<T, ServiceError>) -> bool {
+    matches!(
+        answer,
+        Err(ServiceError::Command(
+            CommandError::ContainerNotFound { .. }
+        ))
+    )
 }
 
 /// Sends `signal` to a host pid (ignoring a process that is already gone).
@@ -213,6 +236,28 @@ impl Node {
             .map(|c| (c.meta.id.to_string(), c))
             .collect()
     }
+
+    /// Every sandbox (ListPodSandbox, which must succeed).
+    pub async fn sandboxes(&self) -> Vec<SandboxView> {
+        self.svc
+            .list_sandboxes(SandboxFilter::default())
+            .await
+            .expect("ListPodSandbox")
+    }
+
+    /// Polls ContainerStatus (which must succeed) until the container is in `state`;
+    /// returns that view. Panics with `what` and the last view after [`PATIENCE`].
+    pub async fn await_state(&self, what: &str, id: &str, state: ContainerState) -> ContainerView {
+        eventually(what, || async {
+            let v = self.status_of(id).await;
+            if v.state == state {
+                Ok(v)
+            } else {
+                Err(format!("{v:?}"))
+            }
+        })
+        .await
+    }
 }
 
 impl Drop for Node {
@@ -311,6 +356,24 @@ impl World {
         .await
     }
 
+    /// A service instance on the production backend wrapped in a [`wrappers::GatedBackend`]
+    /// steered by `knobs`. It is not waited for: a gate armed beforehand may hold its
+    /// recovery.
+    pub async fn gated_node(&self, knobs: &Arc<wrappers::Knobs>) -> Node {
+        let knobs = knobs.clone();
+        self.node_with(move |b, s| (wrappers::GatedBackend::new(b, knobs), s))
+            .await
+    }
+
+    /// A ready service instance on a [`wrappers::GatedBackend`] with every gate open, and
+    /// the knobs that steer it.
+    pub async fn ready_gated_node(&self) -> (Node, Arc<wrappers::Knobs>) {
+        let knobs = wrappers::Knobs::new();
+        let node = self.gated_node(&knobs).await;
+        node.wait_ready().await.expect("recovery finishes");
+        (node, knobs)
+    }
+
     /// A ready service instance with the production backend and store.
     pub async fn ready_node(&self) -> Node {
         let node = self.node().await;
@@ -379,20 +442,34 @@ impl World {
         (id, view.status.pid)
     }
 
+    /// What containerd says of `target`'s task; the observer's call must succeed.
+    async fn observed_task(&self, target: &Target) -> TaskState {
+        self.observer
+            .task_status(target)
+            .await
+            .unwrap_or_else(|e| panic!("observer: task status of {target}: {e}"))
+    }
+
     /// What containerd says of a container's task.
     pub async fn task(&self, id: &ContainerId) -> TaskState {
-        self.observer
-            .task_status(&Target::Container(id.clone()))
-            .await
-            .unwrap_or_else(|e| panic!("observer: task status of {id}: {e}"))
+        self.observed_task(&Target::Container(id.clone())).await
     }
 
     /// What containerd says of a sandbox's pause task.
     pub async fn pause_task(&self, id: &SandboxId) -> TaskState {
-        self.observer
-            .task_status(&Target::Sandbox(id.clone()))
-            .await
-            .unwrap_or_else(|e| panic!("observer: task status of sandbox {id}: {e}"))
+        self.observed_task(&Target::Sandbox(id.clone())).await
+    }
+
+    /// Waits until containerd has no task for the container (NotFound); panics with
+    /// `what` and the last state seen after [`PATIENCE`].
+    pub async fn await_no_task(&self, what: &str, id: &ContainerId) {
+        eventually(what, || async {
+            match self.task(id).await {
+                TaskState::NotFound => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
     }
 
     /// Waits until containerd reports the container's task stopped; returns its exit.
@@ -425,11 +502,7 @@ impl World {
             );
         let mut tasks = BTreeMap::new();
         for t in targets {
-            let state = self
-                .observer
-                .task_status(&t)
-                .await
-                .unwrap_or_else(|e| panic!("observer: task status of {t}: {e}"));
+            let state = self.observed_task(&t).await;
             if state != TaskState::NotFound {
                 tasks.insert(t.to_string(), state);
             }
@@ -452,10 +525,7 @@ impl World {
                 }
             })
             .await;
-        let pods = node
-            .list_sandboxes(SandboxFilter::default())
-            .await
-            .expect("ListPodSandbox");
+        let pods = node.sandboxes().await;
         futures::stream::iter(pods.iter())
             .for_each_concurrent(8, |p| {
                 let node = &node;
@@ -467,10 +537,7 @@ impl World {
             })
             .await;
         assert!(node.containers().await.is_empty(), "containers left");
-        let pods = node
-            .list_sandboxes(SandboxFilter::default())
-            .await
-            .expect("ListPodSandbox");
+        let pods = node.sandboxes().await;
         assert!(pods.is_empty(), "sandboxes left: {pods:?}");
         let listing = self.observer.list().await.expect("observer: list");
         assert!(
@@ -540,17 +607,31 @@ pub async fn start_held_at_gate(
     id: &ContainerId,
     knobs: &wrappers::Knobs,
 ) -> tokio::task::JoinHandle<Result<(), ServiceError>> {
-    knobs.container_start.arm();
+    start_held_at(
+        node,
+        id,
+        &knobs.container_start,
+        "StartContainer reaches Tasks.Start",
+    )
+    .await
+}
+
+/// Arms `gate` (one that the service's StartContainer passes: a
+/// [`wrappers::GatedBackend`]'s `container_start`, or a [`wrappers::HoldingStore`]'s gate
+/// of RUNNING writes), starts container `id` in the background, and returns once that
+/// StartContainer is held at the gate; `what` names the step in the panic if it never
+/// gets there.
+pub async fn start_held_at(
+    node: &Node,
+    id: &ContainerId,
+    gate: &wrappers::Gate,
+    what: &str,
+) -> tokio::task::JoinHandle<Result<(), ServiceError>> {
+    gate.arm();
     let start = {
         let (svc, id) = (node.svc.clone(), id.clone());
         tokio::spawn(async move { svc.start_container(id.as_str()).await })
     };
-    eventually("StartContainer reaches Tasks.Start", || async {
-        match knobs.container_start.reached() {
-            1 => Ok(()),
-            n => Err(format!("{n} calls at the gate")),
-        }
-    })
-    .await;
+    gate.await_one(what).await;
     start
 }

@@ -40,6 +40,18 @@ impl Gate {
         self.waiting.load(Ordering::SeqCst)
     }
 
+    /// Returns once exactly one call has reached the gate; panics with `what` if that is
+    /// not so within [`super::PATIENCE`] (none came, or more than the one expected).
+    pub async fn await_one(&self, what: &str) {
+        super::eventually(what, || async {
+            match self.reached() {
+                1 => Ok(()),
+                n => Err(format!("{n} calls at the gate")),
+            }
+        })
+        .await
+    }
+
     /// Lets every waiting and later call through.
     pub fn open(&self) {
         self.armed.store(false, Ordering::SeqCst);
@@ -87,6 +99,16 @@ impl Knobs {
     /// The overlapping deletes seen so far.
     pub fn overlaps(&self) -> Vec<String> {
         self.overlapping_deletes.lock().unwrap().clone()
+    }
+
+    /// Panics unless no two `DeleteTask` calls of one task were ever in flight at once.
+    pub fn assert_no_overlapping_deletes(&self) {
+        assert_eq!(
+            self.overlaps(),
+            Vec::<String>::new(),
+            "two Tasks.Delete (with kill) of one task in flight at once: the loser fails with \
+             `ttrpc: closed` when the winner's delete shuts the shim down"
+        );
     }
 }
 
