@@ -10,13 +10,15 @@
 //!
 //! Durability, where containerd's `atomicfile` falls short:
 //! - write: a temp file `.tmp-status-<n>` in the container's directory, all bytes written,
-//!   fsync, rename over `status`, fsync the directory (and `containers/` when the directory
-//!   was just created). A failure removes the temp file (and a directory this write created)
+//!   fsync, rename over `status`, fsync the directory (and `containers/` unless this store
+//!   already made the directory's entry durable: a write that created the directory and failed
+//!   before that fsync leaves it visible but not durable, so the next write fsyncs it). A failure removes the temp file (and a directory this write created)
 //!   and reports a typed [`StoreError`]; a crash leaves the old or the new record, and at
 //!   worst a stray temp file that the next write of that container removes. A directory
 //!   fsync that fails after the rename leaves the new record visible but not durable: the
 //!   caller (berth-core) rewrites the record it holds until a write succeeds.
-//! - delete: unlink `status` (atomic), remove the directory, fsync `containers/`. A crash
+//! - delete: unlink `status` (atomic), remove the directory, fsync `containers/` (also when
+//!   the directory is gone already: an earlier attempt may have failed at that fsync). A crash
 //!   leaves the record or an empty directory (listed, so the orphan sweep removes it), never
 //!   a sibling file like containerd's `<id>.del-status`.
 //!
@@ -56,6 +58,11 @@ struct Inner {
     next_temp: AtomicU64,
     /// Temp files of writes in progress: stale-temp cleanup must not remove these.
     in_flight: Mutex<HashSet<PathBuf>>,
+    /// Container directories whose entry in `containers/` this store made durable (an fsync
+    /// of `containers/` after they existed). A write that created a directory and failed
+    /// before that fsync leaves it in place but not durable; the next write of the container
+    /// must not take it for a durable one.
+    durable_dirs: Mutex<HashSet<String>>,
 }
 
 impl FsCheckpointStore {
@@ -84,6 +91,7 @@ impl FsCheckpointStore {
                 containers,
                 next_temp: AtomicU64::new(seed),
                 in_flight: Mutex::new(HashSet::new()),
+                durable_dirs: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -182,7 +190,11 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(store_error(W, &dir, "create directory", &e, false)),
         };
-        let result = self.write_in(&dir, bytes, created);
+        let fsync_root = created || !self.durable_dirs_set().contains(id.as_str());
+        let result = self.write_in(&dir, bytes, fsync_root);
+        if result.is_ok() && fsync_root {
+            self.durable_dirs_set().insert(id.as_str().to_owned());
+        }
         if result.is_err() && created {
             // Leave no empty directory behind a write that never produced a record.
             let _ = std::fs::remove_dir(&dir);
@@ -192,7 +204,7 @@ impl Inner {
         Ok(())
     }
 
-    fn write_in(&self, dir: &Path, bytes: &[u8], created: bool) -> Result<(), StoreError> {
+    fn write_in(&self, dir: &Path, bytes: &[u8], fsync_root: bool) -> Result<(), StoreError> {
         const W: &str = "write";
         let (temp, mut file) = self.create_temp(dir)?;
         let guard = TempGuard {
@@ -211,7 +223,7 @@ impl Inner {
         guard.disarm();
         // The rename is visible now; these make it durable.
         fsync_dir(dir).map_err(|e| store_error(W, dir, "fsync directory", &e, true))?;
-        if created {
+        if fsync_root {
             fsync_dir(&self.containers)
                 .map_err(|e| store_error(W, &self.containers, "fsync directory", &e, true))?;
         }
@@ -239,6 +251,10 @@ impl Inner {
                 }
             }
         }
+    }
+
+    fn durable_dirs_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.durable_dirs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn in_flight_set(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
@@ -270,6 +286,7 @@ impl Inner {
         const D: &str = "delete";
         let dir = self.containers.join(id.as_str());
         let status = dir.join(STATUS_FILE);
+        self.durable_dirs_set().remove(id.as_str());
         match std::fs::remove_file(&status) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -277,7 +294,9 @@ impl Inner {
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Gone already, possibly by an earlier attempt whose fsync below failed: the
+            // removal is durable only once `containers/` is fsynced, so fsync it anyway.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(store_error(D, &dir, "remove directory", &e, false)),
         }
         fsync_dir(&self.containers)
@@ -331,15 +350,16 @@ impl Inner {
             });
         }
         let path = self.containers.join(name);
+        self.durable_dirs_set().remove(name);
         let removed = match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => Err(e),
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
             Ok(_) => std::fs::remove_file(&path),
         };
         match removed {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // As in delete: fsync even when gone (an earlier attempt's fsync may have failed).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(store_error(R, &path, "remove", &e, false)),
         }
         fsync_dir(&self.containers)

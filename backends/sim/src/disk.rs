@@ -104,6 +104,9 @@ struct DiskState {
     dirs: BTreeMap<DirId, Dir>,
     inodes: BTreeMap<Ino, Inode>,
     in_flight: BTreeSet<(DirId, String)>,
+    /// What the store (berth's process, not the disk) knows: container directories whose
+    /// entry in `containers/` it made durable. Gone with the process at a crash.
+    durable_dirs: BTreeSet<String>,
     next_dir: DirId,
     next_ino: Ino,
     next_temp: u64,
@@ -475,6 +478,7 @@ impl SimDisk {
                 dirs: BTreeMap::new(),
                 inodes: BTreeMap::new(),
                 in_flight: BTreeSet::new(),
+                durable_dirs: BTreeSet::new(),
                 next_dir: 1,
                 next_ino: 1,
                 next_temp: 1,
@@ -518,6 +522,7 @@ impl SimDisk {
     /// it at the moment the harness kills the berth node.
     pub fn crash(&self, power_loss: bool) -> CrashReport {
         let mut s = self.state();
+        s.durable_dirs.clear();
         if power_loss {
             s.record(FaultKind::PowerLoss, "crash", CONTAINERS_DIR.to_owned());
             s.power_loss()
@@ -586,14 +591,17 @@ impl SimDisk {
 
     async fn write_bytes(&self, id: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         const W: &str = "write";
-        let (dir, created, temp, ino, cfg) = {
+        let (dir, created, fsync_root, temp, ino, cfg) = {
             let mut s = self.state();
             let (dir, created) = s.ensure_dir(id);
+            // As FsCheckpointStore: `containers/` is fsynced unless this store made the
+            // directory's entry durable already (a failed write may have created it).
+            let fsync_root = created || !s.durable_dirs.contains(id);
             let temp = format!("{TEMP_PREFIX}{}", s.next_temp);
             s.next_temp += 1;
             let ino = s.create_file(dir, &temp);
             s.in_flight.insert((dir, temp.clone()));
-            (dir, created, temp, ino, s.cfg.clone())
+            (dir, created, fsync_root, temp, ino, s.cfg.clone())
         };
         let _in_flight = InFlight {
             disk: self,
@@ -642,7 +650,7 @@ impl SimDisk {
                 }
                 s.fsync_dir(dir);
             }
-            if created {
+            if fsync_root {
                 sleep_for(cfg.fsync_latency).await;
                 let mut s = self.state();
                 if s.fsync_fails(W, CONTAINERS_DIR) {
@@ -654,6 +662,7 @@ impl SimDisk {
                     ));
                 }
                 s.fsync_root();
+                s.durable_dirs.insert(id.to_owned());
             }
         }
         self.state().remove_stale_temps(dir);
@@ -664,9 +673,9 @@ impl SimDisk {
     async fn remove_dir(&self, what: &'static str, id: &str) -> Result<(), StoreError> {
         let cfg = {
             let mut s = self.state();
-            if !s.root_cached.contains_key(id) {
-                return Ok(());
-            }
+            s.durable_dirs.remove(id);
+            // Gone already, possibly by an earlier attempt whose fsync failed: the removal
+            // is durable only once `containers/` is fsynced, so fsync it anyway.
             s.rmdir(id);
             s.cfg.clone()
         };

@@ -307,3 +307,49 @@ async fn the_same_seed_makes_the_same_power_loss() {
     assert_eq!(a, run(10).await);
     assert_ne!(a, run(11).await);
 }
+
+/// A write that created a container's directory and failed at the fsync of `containers/`
+/// leaves the directory visible but not durable: the next write must make it durable (seed
+/// 164976 of the simulator lost an acknowledged EXITED record this way), and a delete whose
+/// fsync failed must fsync again when retried.
+#[tokio::test(start_paused = true)]
+async fn a_directory_a_failed_write_created_is_made_durable_by_the_next_write() {
+    let mut cases = 0;
+    for seed in 0..300 {
+        let disk = SimDisk::new(seed);
+        disk.set_faults(&faults(|d| d.sync_failure = 0.5));
+        let Err(e) = disk.write(&id("c1"), &status(1)).await else {
+            continue;
+        };
+        if e.path != "containers" {
+            continue; // failed at the file or its directory: the directory went with it
+        }
+        cases += 1;
+        disk.set_faults(&worst());
+        disk.write(&id("c1"), &status(2)).await.unwrap();
+        disk.crash(true);
+        assert_eq!(
+            disk.load(&id("c1")).await.unwrap(),
+            status(2),
+            "seed {seed}: an acknowledged write was lost with its directory"
+        );
+    }
+    assert!(
+        cases >= 10,
+        "only {cases} seeds failed at the containers/ fsync"
+    );
+
+    for seed in 0..300 {
+        let disk = SimDisk::new(seed);
+        disk.write(&id("c1"), &status(1)).await.unwrap();
+        disk.set_faults(&faults(|d| d.sync_failure = 1.0));
+        assert!(disk.delete(&id("c1")).await.is_err());
+        disk.set_faults(&worst());
+        disk.delete(&id("c1")).await.unwrap();
+        disk.crash(true);
+        assert!(
+            matches!(disk.load(&id("c1")).await, Err(LoadError::Missing { .. })),
+            "seed {seed}: an acknowledged delete came back"
+        );
+    }
+}
