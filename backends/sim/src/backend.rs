@@ -143,35 +143,28 @@ impl State {
         decision
     }
 
-    /// When a blocked wait begun now breaks on its own, if it does.
-    /// How late this wait's exit arrives, if the late-exit fault hits it (no draw when the
-    /// kind is off, so plans without it consume the same randomness as before).
-    fn draw_late_exit(&mut self, _now: Instant) -> Option<Duration> {
-        let c = &self.faults.calls;
-        if c.late_exit <= 0.0 {
-            return None;
-        }
-        let (rate, max) = (c.late_exit.min(1.0), c.max_delay);
-        if !self.rng.gen_bool(rate) {
-            return None;
-        }
-        let max_nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        Some(Duration::from_nanos(
-            self.rng.gen_range(1..=max_nanos.max(1)),
-        ))
+    /// How late this wait's exit arrives, if the late-exit fault hits it.
+    fn draw_late_exit(&mut self) -> Option<Duration> {
+        self.draw_delay(self.faults.calls.late_exit, 1)
     }
 
+    /// When a blocked wait begun now breaks on its own, if it does.
     fn draw_wait_break(&mut self, now: Instant) -> Option<Instant> {
-        let c = &self.faults.calls;
-        if c.wait_broken <= 0.0 {
+        self.draw_delay(self.faults.calls.wait_broken, 0)
+            .map(|d| now + d)
+    }
+
+    /// With probability `rate`, a delay of `min_nanos` ns up to [`crate::CallFaults::max_delay`]. No
+    /// draw at all when the rate is 0, so plans without the fault consume the same randomness
+    /// as before it existed.
+    fn draw_delay(&mut self, rate: f64, min_nanos: u64) -> Option<Duration> {
+        if rate <= 0.0 || !self.rng.gen_bool(rate.min(1.0)) {
             return None;
         }
-        let (rate, max) = (c.wait_broken.min(1.0), c.max_delay);
-        if !self.rng.gen_bool(rate) {
-            return None;
-        }
-        let max_nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        Some(now + Duration::from_nanos(self.rng.gen_range(0..=max_nanos)))
+        let max_nanos = u64::try_from(self.faults.calls.max_delay.as_nanos()).unwrap_or(u64::MAX);
+        Some(Duration::from_nanos(
+            self.rng.gen_range(min_nanos..=max_nanos.max(min_nanos)),
+        ))
     }
 }
 
@@ -550,7 +543,7 @@ impl SimBackend {
         let late = {
             let mut s = self.state();
             let now = Instant::now();
-            s.draw_late_exit(now).map(|delay| {
+            s.draw_late_exit().map(|delay| {
                 s.record(FaultKind::LateExit, VERB, target.as_str(), now);
                 (delay, s.model.epoch)
             })
