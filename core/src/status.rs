@@ -51,6 +51,17 @@ pub enum ContainerState {
 }
 
 impl ContainerState {
+    /// Position on the one-way path CREATED → RUNNING → EXITED (0, 1, 2): a container's rank
+    /// never goes down. None for UNKNOWN, which is off that path.
+    pub fn lifecycle_rank(self) -> Option<u8> {
+        match self {
+            ContainerState::Created => Some(0),
+            ContainerState::Running => Some(1),
+            ContainerState::Exited => Some(2),
+            ContainerState::Unknown => None,
+        }
+    }
+
     /// The CRI enum name, as it appears in crictl and in error messages.
     pub fn cri_name(self) -> &'static str {
         match self {

@@ -110,15 +110,6 @@ struct Model {
     ran: BTreeSet<ContainerId>,
 }
 
-fn rank(s: ContainerState) -> Option<u8> {
-    match s {
-        ContainerState::Created => Some(0),
-        ContainerState::Running => Some(1),
-        ContainerState::Exited => Some(2),
-        ContainerState::Unknown => None,
-    }
-}
-
 fn send(w: &mut World, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
     match &c {
         Command::StartContainer(id) => {
@@ -336,8 +327,13 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
             }
             continue;
         }
-        if let (Some(prev), Some(now)) = (m.last.get(&id).copied().and_then(rank), rank(s))
-            && now < prev
+        if let (Some(prev), Some(now)) = (
+            m.last
+                .get(&id)
+                .copied()
+                .and_then(ContainerState::lifecycle_rank),
+            s.lifecycle_rank(),
+        ) && now < prev
         {
             return Err(format!("container {id} went back from rank {prev} to {s}"));
         }

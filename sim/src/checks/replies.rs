@@ -61,15 +61,6 @@ pub struct Replies {
     pods_removed: BTreeSet<SandboxId>,
 }
 
-fn rank(s: ContainerState) -> Option<u8> {
-    match s {
-        ContainerState::Created => Some(0),
-        ContainerState::Running => Some(1),
-        ContainerState::Exited => Some(2),
-        ContainerState::Unknown => None,
-    }
-}
-
 impl Replies {
     fn next(&mut self) -> u64 {
         self.seq += 1;
@@ -269,7 +260,7 @@ impl Replies {
                 return Err(format!("container {id} went from EXITED back to {now}"));
             }
             if last_incarnation == incarnation {
-                if let (Some(a), Some(b)) = (rank(prev), rank(now))
+                if let (Some(a), Some(b)) = (prev.lifecycle_rank(), now.lifecycle_rank())
                     && b < a
                 {
                     return Err(format!("container {id} went back from {prev} to {now}"));
