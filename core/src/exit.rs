@@ -401,7 +401,7 @@ impl Machine {
         c.waiters = rest;
         for w in stops {
             if let Waiter::Stop(req) = w {
-                self.reply(req, Ok(Response::Done));
+                self.answer_idle_stop(id, req);
             }
         }
     }

@@ -49,13 +49,32 @@ impl Machine {
             ContainerState::Exited | ContainerState::Created if !c.cleanup.is_idle() => {
                 c.waiters.push(Waiter::Stop(req));
             }
-            ContainerState::Created | ContainerState::Exited => {
-                self.reply(req, Ok(Response::Done));
-            }
+            ContainerState::Created | ContainerState::Exited => self.answer_idle_stop(&id, req),
             ContainerState::Running | ContainerState::Unknown => {
                 c.waiters.push(Waiter::Stop(req));
                 self.begin_stop(&id, timeout);
             }
+        }
+    }
+
+    /// Answers a stop of a container that runs nothing: done, unless its record is being
+    /// rewritten after a failed write. That write may have landed (a failed start's RUNNING
+    /// record), so a crash could bring the container back RUNNING after an acknowledged
+    /// stop: busy then, like start and remove, until the record is durable (sim seed
+    /// 1366646).
+    pub(crate) fn answer_idle_stop(&mut self, id: &ContainerId, req: RequestId) {
+        let durable = self.containers.get(id).is_none_or(|c| c.dirty.is_idle());
+        if durable {
+            self.reply(req, Ok(Response::Done));
+        } else {
+            self.reply(
+                req,
+                Err(CommandError::Busy {
+                    id: id.clone(),
+                    op: "stop",
+                    guard: Guard::Recovering,
+                }),
+            );
         }
     }
 

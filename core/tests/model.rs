@@ -319,6 +319,13 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
     for c in w.machine.containers() {
         let id = c.meta().id.clone();
         let s = c.state();
+        // What berth reports, durable or not: a stop it acknowledged must hold (a client
+        // sees this state; a crash cannot excuse it).
+        if s == ContainerState::Running && m.stopped.contains(&id) {
+            return Err(format!(
+                "container {id} is RUNNING after its stop was acknowledged (no start since)"
+            ));
+        }
         if c.is_exiting() || !c.is_durable() {
             // An exit being recorded, or a recovered record the disk refused, is not
             // durable yet: a crash may undo it. Judge the container once it is.
@@ -348,11 +355,6 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
         }
         if s == ContainerState::Running {
             m.ran.insert(id.clone());
-        }
-        if s == ContainerState::Running && m.stopped.contains(&id) {
-            return Err(format!(
-                "container {id} is RUNNING after its stop was acknowledged (no start since)"
-            ));
         }
         next.insert(id, s);
     }
@@ -675,6 +677,45 @@ fn regressions() {
             Execute(0),
             Execute(0),
             Crash,
+        ],
+        // A start whose RUNNING record landed although its write failed, rolled back; the
+        // rewrite of CREATED failed too; a stop acknowledged meanwhile. After a crash the
+        // disk said RUNNING: berth reported RUNNING (its lost exit not yet durable) after
+        // the acknowledged stop (sim seed 1366646).
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            Start(0),
+            Execute(0),
+            Execute(0),
+            FailPersists(1, true),
+            Execute(0),
+            FailPersists(2, false),
+            Execute(0),
+            Execute(0),
+            Stop(0, false),
+            Crash,
+            ExecuteAll,
+        ],
+        // The same with the stop sent during the start (it waits for the start to settle).
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            Start(0),
+            Stop(0, false),
+            Execute(0),
+            Execute(0),
+            FailPersists(1, true),
+            Execute(0),
+            FailPersists(2, false),
+            Execute(0),
+            Execute(0),
+            Crash,
+            ExecuteAll,
         ],
     ];
     for ops in cases {
