@@ -157,6 +157,10 @@ pub struct Container {
     /// A removal waiting for the background task delete in flight (two deletes of one task
     /// at once make the loser fail with "ttrpc: closed" when the shim goes away).
     pub(crate) remove_after_cleanup: Option<Option<RequestId>>,
+    /// Recovery found this container's task running under a CREATED record (a start cut
+    /// short by a crash, never acknowledged) and is making RUNNING durable: the record on
+    /// disk, to go back to if that write fails.
+    pub(crate) adopting: Option<Status>,
 }
 
 impl Container {
@@ -174,6 +178,7 @@ impl Container {
             cleanup: Lane::Idle,
             waiters: Vec::new(),
             remove_after_cleanup: None,
+            adopting: None,
         }
     }
 

@@ -12,7 +12,10 @@
 //! - EXITED is terminal: a stray task of an EXITED container is deleted, the record kept;
 //! - a task that stopped while berth was down is recorded like any exit: persisted first,
 //!   then deleted;
-//! - a failed checkpoint write keeps the container (in memory, retried with backoff);
+//! - a failed checkpoint write keeps the container (in memory, retried with backoff),
+//!   except for a start cut short by the crash (its task runs, its record says CREATED):
+//!   RUNNING is only ever shown once durable, so if that write fails the start is rolled
+//!   back (task deleted with kill, CREATED rewritten), as a start whose write failed is;
 //! - a task that could not be observed (error, timeout) is observed again later.
 
 use crate::error::Guard;
@@ -211,8 +214,14 @@ impl Machine {
                 m.name_conflicts.insert(format!("container {id}: {e}"));
             }
             let decision = decide(&rc.checkpoint, rc.record_created_at, &rc.task, now.wall);
-            m.containers
-                .insert(id.clone(), Container::new(rc.meta, decision.status.clone()));
+            let mut container = Container::new(rc.meta, decision.status.clone());
+            if let Ok(on_disk) = &rc.checkpoint
+                && on_disk.state() == ContainerState::Created
+                && decision.status.state() == ContainerState::Running
+            {
+                container.adopting = Some(on_disk.clone());
+            }
+            m.containers.insert(id.clone(), container);
             m.apply_decision(&id, decision);
         }
         let before: Vec<_> = m.steps.keys().copied().collect();
@@ -348,11 +357,29 @@ impl Machine {
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };
+        let adopting = c.adopting.take();
         if c.exit.is_some_and(|p| p.lane == Lane::Idle) {
             // An exit arrived meanwhile: its write carries the whole record.
             c.dirty = Lane::Idle;
             c.guard = None;
             self.persist_exit(id, 0);
+            return;
+        }
+        if result.is_err()
+            && let Some(on_disk) = adopting
+        {
+            // RUNNING is shown only once durable, as StartContainer does: a crash would bring
+            // back CREATED and lose the exit of a process berth said ran. The start was never
+            // acknowledged (its reply waits for this record): roll it back like a start whose
+            // write failed, task deleted with kill, then CREATED rewritten until durable
+            // (the failed write may have landed).
+            c.status = on_disk;
+            c.dirty = Lane::Idle;
+            let target = c.target();
+            self.call(
+                Step::RecoverTaskDelete { id },
+                Call::DeleteTask { target, kill: true },
+            );
             return;
         }
         if result.is_err() {

@@ -58,13 +58,17 @@ impl Machine {
     }
 
     /// Answers a stop of a container that runs nothing: done, unless its record is being
-    /// rewritten after a failed write. That write may have landed (a failed start's RUNNING
-    /// record), so a crash could bring the container back RUNNING after an acknowledged
-    /// stop: busy then, like start and remove, until the record is durable (sim seed
-    /// 1366646).
+    /// rewritten after a failed write or recovery still holds it. The failed write may
+    /// have landed (a failed start's RUNNING record), so a crash could bring the container
+    /// back RUNNING after an acknowledged stop (sim seed 1366646); recovery may be deleting
+    /// the task of a start it rolled back, whose process still runs (sim seed 2073281).
+    /// Busy then, like start and remove, until the record is durable.
     pub(crate) fn answer_idle_stop(&mut self, id: &ContainerId, req: RequestId) {
-        let durable = self.containers.get(id).is_none_or(|c| c.dirty.is_idle());
-        if durable {
+        let settled = self
+            .containers
+            .get(id)
+            .is_none_or(|c| c.dirty.is_idle() && c.guard != Some(Guard::Recovering));
+        if settled {
             self.reply(req, Ok(Response::Done));
         } else {
             self.reply(

@@ -265,6 +265,11 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
                         "{req}: stop of {id} acked but the container is RUNNING"
                     ));
                 }
+                if let Some(FakeTask::Running(pid)) = w.tasks.get(&Target::Container(id.clone())) {
+                    return Err(format!(
+                        "{req}: stop of {id} acked but its process {pid} still runs"
+                    ));
+                }
                 m.stopped.insert(id);
             }
             ("update", true, Some(id)) => {
@@ -324,6 +329,18 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
         if s == ContainerState::Running && m.stopped.contains(&id) {
             return Err(format!(
                 "container {id} is RUNNING after its stop was acknowledged (no start since)"
+            ));
+        }
+        // RUNNING says a process ran: berth shows it only once the disk says so too, or a
+        // crash brings back CREATED and the process's exit is lost (sim seed 2073281).
+        let on_disk = w.disk.get(&id).map(|d| d.state());
+        if s == ContainerState::Running
+            && !c.is_exiting()
+            && matches!(on_disk, None | Some(ContainerState::Created))
+        {
+            return Err(format!(
+                "container {id} shown RUNNING pid {} while its record on disk says {on_disk:?}",
+                c.status().pid
             ));
         }
         if c.is_exiting() || !c.is_durable() {
@@ -509,7 +526,7 @@ fn planted_bug_is_caught() {
     for bug in PlantedBug::ALL {
         let started = std::time::Instant::now();
         let mut runner = TestRunner::new(RunnerConfig {
-            cases: 20_000,
+            cases: 200_000,
             max_shrink_iters: 8192,
             failure_persistence: None,
             ..RunnerConfig::default()
@@ -541,6 +558,39 @@ fn planted_bug_is_caught() {
 fn regressions() {
     use Op::*;
     let cases: Vec<Vec<Op>> = vec![
+        // A crash between Tasks.Start and the start's write; recovery found the task
+        // running under the CREATED record and its rewrite to RUNNING failed: berth showed
+        // RUNNING (not durable), the process exited, its shim died, a crash brought back
+        // CREATED and the exit was lost (sim seed 2073281).
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            Start(0),
+            Execute(0),
+            Execute(0),
+            Crash,
+            FailPersists(1, false),
+            ExecuteAll,
+        ],
+        // The same, with a stop sent while recovery deletes the rolled-back start's task:
+        // it was acknowledged while the process still ran.
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            Start(0),
+            Execute(0),
+            Execute(0),
+            Crash,
+            FailPersists(1, false),
+            Execute(0),
+            Execute(1),
+            Stop(0, false),
+            ExecuteAll,
+        ],
         // A RemovePodSandbox whose container's SIGKILL timed out: the exit was later
         // recorded as lost (255) although the process had exited 137.
         vec![
