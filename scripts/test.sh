@@ -53,5 +53,10 @@ echo "== simulator: 20,000 seeds of the full workload (3 clients, 50 containers,
 # hit a known open berth bug, berth_sim::bugs::OPEN_BUGS, apart; none is open now.)
 sim cargo run --release -p berth-sim --bin soak -- --seeds 20000 --secs 900 --jobs 2 --min-seeds 20000
 
+echo "== simulator: 20,000 seeds in swarm shapes (1-6 clients, 1-50 containers, 0-12 crashes, drawn per seed)"
+# Small crash-dense runs and crowded ones reach what the default shape rarely does (seeds
+# 164976, 1366646 and 2073281 were found so).
+sim cargo run --release -p berth-sim --bin soak -- --swarm --start 1000000 --seeds 20000 --secs 900 --jobs 2 --min-seeds 20000
+
 echo "== simulator: every planted bug must be caught (table: bug, caught, seeds needed, shrunk trace)"
 sim cargo run --release -p berth-sim --features planted-bugs --bin planted

@@ -31,6 +31,9 @@ pub struct SoakOptions {
     /// Seeds that fail with the symptom of an open berth bug ([`crate::bugs::OPEN_BUGS`])
     /// are reported apart and not counted as failures.
     pub allow_open: bool,
+    /// Each seed runs in a shape drawn from it ([`Shape::swarm`], keeping `shape`'s fault
+    /// mask and planted bug) instead of `shape` itself.
+    pub swarm: bool,
 }
 
 /// What a soak found.
@@ -71,11 +74,24 @@ impl SoakReport {
         self.seeds() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// The report, ending with `N passed, M failed`.
-    pub fn render(&self, shape: &Shape, jobs: usize) -> String {
+    /// The report, ending with `N passed, M failed`; `swarm`: each seed ran in its own
+    /// shape drawn from `shape` ([`Shape::swarm`]).
+    pub fn render(&self, shape: &Shape, swarm: bool, jobs: usize) -> String {
         let mut s = String::new();
         let n = self.seeds().max(1);
-        let _ = writeln!(s, "== soak report ({})", shape.env());
+        if swarm {
+            let _ = writeln!(
+                s,
+                "== soak report (swarm: a shape drawn per seed, SIM_FAULTS={}{})",
+                shape.faults,
+                shape
+                    .bug
+                    .map(|b| format!(" SIM_BUG={}", b.name()))
+                    .unwrap_or_default()
+            );
+        } else {
+            let _ = writeln!(s, "== soak report ({})", shape.env());
+        }
         let _ = writeln!(
             s,
             "seeds run: {} in {:.1}s on {jobs} jobs: {:.0} seeds/s",
@@ -180,7 +196,7 @@ pub fn soak(opts: &SoakOptions) -> SoakReport {
     let workers: Vec<_> = (0..opts.jobs.max(1))
         .map(|_| {
             let (next, report, shape) = (next.clone(), report.clone(), opts.shape.clone());
-            let (budget, allow_open) = (opts.budget, opts.allow_open);
+            let (budget, allow_open, swarm) = (opts.budget, opts.allow_open, opts.swarm);
             std::thread::spawn(move || {
                 while began.elapsed() < budget {
                     let seed = next.fetch_add(1, Ordering::SeqCst);
@@ -188,7 +204,11 @@ pub fn soak(opts: &SoakOptions) -> SoakReport {
                         break;
                     }
                     let t = Instant::now();
-                    let result = run_seed(seed, &shape, false);
+                    let result = if swarm {
+                        run_seed(seed, &Shape::swarm(seed, &shape), false)
+                    } else {
+                        run_seed(seed, &shape, false)
+                    };
                     let took = t.elapsed();
                     let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
                     if r.slowest.is_none_or(|(_, d)| took > d) {

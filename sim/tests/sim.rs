@@ -72,3 +72,29 @@ fn replay() {
         }
     }
 }
+
+#[test]
+fn swarm_soak_runs_each_seed_in_its_own_shape() {
+    use berth_sim::soak::{SoakOptions, soak};
+    let opts = SoakOptions {
+        shape: Shape::default(),
+        start: 1_000_000,
+        seeds: Some(40),
+        budget: std::time::Duration::from_secs(600),
+        jobs: 2,
+        progress: None,
+        allow_open: false,
+        swarm: true,
+    };
+    let report = soak(&opts);
+    let text = report.render(&opts.shape, true, opts.jobs);
+    assert_eq!(report.seeds(), 40, "{text}");
+    assert!(report.failures.is_empty(), "{text}");
+    assert!(text.contains("swarm: a shape drawn per seed"), "{text}");
+    // Shapes differ per seed: 40 default-shape seeds would average ~229 requests each.
+    let shapes: std::collections::BTreeSet<String> = (1_000_000..1_000_040)
+        .map(|s| Shape::swarm(s, &opts.shape).env())
+        .collect();
+    assert!(shapes.len() > 30, "{shapes:?}");
+    assert!(report.requests < 40 * 200, "{text}");
+}

@@ -3,10 +3,12 @@
 //! if any seed failed; the last line is `N passed, M failed`.
 //!
 //! ```text
-//! soak [--secs N] [--jobs N] [--start SEED] [--seeds COUNT] [--ci] [--min-seeds N] [--allow-open]
+//! soak [--secs N] [--jobs N] [--start SEED] [--seeds COUNT] [--ci] [--swarm] [--min-seeds N] [--allow-open]
 //! ```
 //! The shape is the default (3 clients, 50 containers, 5 crashes) or, with `--ci`, the
-//! smaller CI workload; `SIM_*` variables override either. `--min-seeds N` fails the run if
+//! smaller CI workload; `SIM_*` variables override either. With `--swarm` every seed runs
+//! in a shape drawn from it (1–6 clients, 1–50 containers, 0–12 crashes, 5–60 s of chaos),
+//! keeping the fault mask and planted bug; each failure prints its own shape. `--min-seeds N` fails the run if
 //! fewer than N seeds were simulated (the CI guard). `--allow-open` reports seeds that hit an
 //! open berth bug (listed in `berth_sim::bugs::OPEN_BUGS`) apart instead of failing on them.
 
@@ -25,6 +27,7 @@ fn main() {
     let mut base = Shape::default();
     let mut min_seeds = 0u64;
     let mut allow_open = false;
+    let mut swarm = false;
     let num = |v: Option<String>, flag: &str| -> u64 {
         v.and_then(|v| v.parse().ok()).unwrap_or_else(|| {
             eprintln!("soak: {flag} needs a number");
@@ -40,6 +43,7 @@ fn main() {
             "--min-seeds" => min_seeds = num(args.next(), "--min-seeds"),
             "--ci" => base = Shape::ci(),
             "--allow-open" => allow_open = true,
+            "--swarm" => swarm = true,
             other => {
                 eprintln!("soak: unknown argument {other:?}");
                 std::process::exit(2);
@@ -63,9 +67,10 @@ fn main() {
         jobs,
         progress: Some(Duration::from_secs(5)),
         allow_open,
+        swarm,
     };
     let report = soak(&opts);
-    println!("{}", report.render(&shape, jobs));
+    println!("{}", report.render(&shape, swarm, jobs));
     if report.seeds() < min_seeds {
         println!(
             "FAIL: only {} seeds simulated, fewer than the required {min_seeds}",
