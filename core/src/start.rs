@@ -265,14 +265,7 @@ impl Machine {
         for w in waiters {
             match w {
                 // The disk may hold this start's RUNNING record: see `answer_idle_stop`.
-                Waiter::Stop(r) if write_failed => self.reply(
-                    r,
-                    Err(CommandError::Busy {
-                        id: id.clone(),
-                        op: "stop",
-                        guard: Guard::Recovering,
-                    }),
-                ),
+                Waiter::Stop(r) if write_failed => self.reply_stop_busy(&id, r),
                 Waiter::Stop(r) if task_lingers => {
                     if let Some(c) = self.containers.get_mut(&id) {
                         c.waiters.push(Waiter::Stop(r));

@@ -71,15 +71,20 @@ impl Machine {
         if settled {
             self.reply(req, Ok(Response::Done));
         } else {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id: id.clone(),
-                    op: "stop",
-                    guard: Guard::Recovering,
-                }),
-            );
+            self.reply_stop_busy(id, req);
         }
+    }
+
+    /// A stop answered busy: the container's record is not durable yet (recovering).
+    pub(crate) fn reply_stop_busy(&mut self, id: &ContainerId, req: RequestId) {
+        self.reply(
+            req,
+            Err(CommandError::Busy {
+                id: id.clone(),
+                op: "stop",
+                guard: Guard::Recovering,
+            }),
+        );
     }
 
     /// Sends the stop signal (once per lifetime) and arms SIGKILL after `timeout`; with a
