@@ -553,6 +553,14 @@ fn planted_bug_is_caught() {
     assert!(missed.is_empty(), "planted bugs not caught: {missed:?}");
 }
 
+/// A pod, a container created in it, and its StartContainer sent; then `then`.
+fn starting(then: &[Op]) -> Vec<Op> {
+    use Op::*;
+    let mut ops = vec![RunPod(0), ExecuteAll, Create(0, 0), ExecuteAll, Start(0)];
+    ops.extend_from_slice(then);
+    ops
+}
+
 /// Cases the property found, kept as regressions (each was a real bug in the core).
 #[test]
 fn regressions() {
@@ -562,26 +570,16 @@ fn regressions() {
         // running under the CREATED record and its rewrite to RUNNING failed: berth showed
         // RUNNING (not durable), the process exited, its shim died, a crash brought back
         // CREATED and the exit was lost (sim seed 2073281).
-        vec![
-            RunPod(0),
-            ExecuteAll,
-            Create(0, 0),
-            ExecuteAll,
-            Start(0),
+        starting(&[
             Execute(0),
             Execute(0),
             Crash,
             FailPersists(1, false),
             ExecuteAll,
-        ],
+        ]),
         // The same, with a stop sent while recovery deletes the rolled-back start's task:
         // it was acknowledged while the process still ran.
-        vec![
-            RunPod(0),
-            ExecuteAll,
-            Create(0, 0),
-            ExecuteAll,
-            Start(0),
+        starting(&[
             Execute(0),
             Execute(0),
             Crash,
@@ -590,7 +588,7 @@ fn regressions() {
             Execute(1),
             Stop(0, false),
             ExecuteAll,
-        ],
+        ]),
         // A RemovePodSandbox whose container's SIGKILL timed out: the exit was later
         // recorded as lost (255) although the process had exited 137.
         vec![
@@ -732,12 +730,7 @@ fn regressions() {
         // rewrite of CREATED failed too; a stop acknowledged meanwhile. After a crash the
         // disk said RUNNING: berth reported RUNNING (its lost exit not yet durable) after
         // the acknowledged stop (sim seed 1366646).
-        vec![
-            RunPod(0),
-            ExecuteAll,
-            Create(0, 0),
-            ExecuteAll,
-            Start(0),
+        starting(&[
             Execute(0),
             Execute(0),
             FailPersists(1, true),
@@ -748,14 +741,9 @@ fn regressions() {
             Stop(0, false),
             Crash,
             ExecuteAll,
-        ],
+        ]),
         // The same with the stop sent during the start (it waits for the start to settle).
-        vec![
-            RunPod(0),
-            ExecuteAll,
-            Create(0, 0),
-            ExecuteAll,
-            Start(0),
+        starting(&[
             Stop(0, false),
             Execute(0),
             Execute(0),
@@ -766,7 +754,7 @@ fn regressions() {
             Execute(0),
             Crash,
             ExecuteAll,
-        ],
+        ]),
     ];
     for ops in cases {
         if let Err(e) = run(Config::default(), &ops) {
