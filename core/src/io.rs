@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::CommandError;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
-use crate::status::{ExitStatus, Status};
+use crate::status::{ExitStatus, Resources, Status};
 
 /// The current time, given by the driver with every input. The core never reads a clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,30 @@ pub enum Call {
     /// Observe the task. Result: [`CallResult::Task`] (NotFound is a state there, not an
     /// error).
     TaskStatus(Target),
+    /// Apply new resource limits to a container: to its running task (`Tasks.Update`, the
+    /// cgroup changes at once) or to its record (`Containers.Update` of the OCI spec, so a
+    /// task created later starts with them). Result: [`CallResult::Done`].
+    UpdateResources {
+        /// Whose limits.
+        id: ContainerId,
+        /// The task or the record.
+        of: ResourcesOf,
+        /// The new limits.
+        resources: Box<Resources>,
+    },
+    /// Reopen a running container's log file (CRI ReopenContainerLog, after log rotation
+    /// moved it): what the container writes next goes to a file at its log path.
+    /// FailedPrecondition when no log of it is being written. Result: [`CallResult::Done`].
+    ReopenLog(ContainerId),
+}
+
+/// Where [`Call::UpdateResources`] applies the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourcesOf {
+    /// The running task (containerd `Tasks.Update`).
+    Task,
+    /// The container record's OCI spec (containerd `Containers.Update`).
+    Record,
 }
 
 impl Call {
@@ -110,6 +134,7 @@ impl Call {
             | Call::TaskStatus(t)
             | Call::KillTask { target: t, .. }
             | Call::DeleteTask { target: t, .. } => t.clone(),
+            Call::UpdateResources { id, .. } | Call::ReopenLog(id) => Target::Container(id.clone()),
         }
     }
 
@@ -124,6 +149,16 @@ impl Call {
             Call::KillTask { .. } => "Tasks.Kill",
             Call::DeleteTask { .. } => "Tasks.Delete",
             Call::TaskStatus(_) => "Tasks.Get",
+            Call::UpdateResources {
+                of: ResourcesOf::Task,
+                ..
+            } => "Tasks.Update",
+            Call::UpdateResources {
+                of: ResourcesOf::Record,
+                ..
+            } => "Containers.Update",
+            // berth's own log copier, not a containerd service.
+            Call::ReopenLog(_) => "Logs.Reopen",
         }
     }
 

@@ -86,7 +86,7 @@ pub use ids::{ContainerId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId, vali
 pub use invariants::InvariantViolation;
 pub use io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind, Now,
-    PersistAction, PersistError, Response, Target, TaskState,
+    PersistAction, PersistError, ResourcesOf, Response, Target, TaskState,
 };
 #[cfg(feature = "planted-bugs")]
 pub use machine::PlantedBug;

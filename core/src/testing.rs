@@ -14,7 +14,7 @@ use crate::error::CommandError;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Now, PersistAction,
-    PersistError, Response, Target, TaskState,
+    PersistError, ResourcesOf, Response, Target, TaskState,
 };
 use crate::machine::{Config, Machine};
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
@@ -451,6 +451,32 @@ impl World {
                 Some(FakeTask::Running(pid)) => TaskState::Running { pid: *pid },
                 Some(FakeTask::Stopped(e)) => TaskState::Stopped(*e),
             })),
+            Call::UpdateResources {
+                of: ResourcesOf::Record,
+                ..
+            } => {
+                if !self.records.contains_key(&target) {
+                    return not_found(self, "container not found");
+                }
+                Ok(CallResult::Done)
+            }
+            Call::UpdateResources {
+                of: ResourcesOf::Task,
+                ..
+            } => match self.tasks.get(&target) {
+                None => not_found(self, "task not found"),
+                Some(FakeTask::Stopped(_)) => not_found(self, "process already finished"),
+                Some(_) => Ok(CallResult::Done),
+            },
+            Call::ReopenLog(_) => match self.tasks.get(&target) {
+                Some(FakeTask::Running(_)) => Ok(CallResult::Done),
+                _ => Err(self.err(
+                    BackendErrorKind::FailedPrecondition,
+                    verb,
+                    &target,
+                    "no log is being written (no log path, or no task)",
+                )),
+            },
         }
     }
 

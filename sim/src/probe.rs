@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta,
-    ExitStatus, Listing, LoadError, SandboxMeta, Status, StoreError, Target, TaskState,
+    ExitStatus, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError,
+    Target, TaskState,
 };
 use tokio::time::Instant;
 
@@ -338,6 +339,32 @@ impl<B: Backend> Backend for ProbedBackend<B> {
                 d,
                 self.inner.task_status(target),
             )
+            .await
+    }
+    async fn update_resources(
+        &self,
+        id: &ContainerId,
+        of: ResourcesOf,
+        resources: &Resources,
+    ) -> Result<(), BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        let verb = match of {
+            ResourcesOf::Task => "Tasks.Update",
+            ResourcesOf::Record => "Containers.Update",
+        };
+        self.probe
+            .call(
+                verb,
+                id.as_str(),
+                d,
+                self.inner.update_resources(id, of, resources),
+            )
+            .await
+    }
+    async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call("Logs.Reopen", id.as_str(), d, self.inner.reopen_log(id))
             .await
     }
     async fn list(&self) -> Result<Listing, BackendError> {

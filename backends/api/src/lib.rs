@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 pub use berth_core::{
     BackendError, BackendErrorKind, Call, CallResult, ContainerId, ContainerMeta, ExitStatus,
-    SandboxMeta, Status, Target, TaskState,
+    Resources, ResourcesOf, SandboxMeta, Status, Target, TaskState,
 };
 
 /// A containerd container record carrying berth's label, as listed at recovery.
@@ -63,6 +63,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete_task(&self, target: &Target, kill: bool) -> Result<(), BackendError>;
     /// Observes the task; a missing task is `Ok(TaskState::NotFound)`.
     async fn task_status(&self, target: &Target) -> Result<TaskState, BackendError>;
+    /// Applies new limits to a container: [`ResourcesOf::Task`] changes its running task's
+    /// cgroup at once (`Tasks.Update`; NotFound without a task), [`ResourcesOf::Record`]
+    /// writes them into its record's OCI spec (`Containers.Update`; NotFound without a
+    /// record), so a task created later starts with them.
+    async fn update_resources(
+        &self,
+        id: &ContainerId,
+        of: ResourcesOf,
+        resources: &Resources,
+    ) -> Result<(), BackendError>;
+    /// Reopens the container's log file (CRI ReopenContainerLog, after log rotation moved
+    /// it): what its task writes next goes to a new file at its log path.
+    /// FailedPrecondition if no log of it is being written (no log path, or no running
+    /// task).
+    async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError>;
     /// Lists every record carrying berth's label.
     async fn list(&self) -> Result<Listing, BackendError>;
 }
@@ -97,6 +112,14 @@ pub async fn run_call<B: Backend + ?Sized>(
             CallResult::Done
         }
         Call::TaskStatus(t) => CallResult::Task(backend.task_status(t).await?),
+        Call::UpdateResources { id, of, resources } => {
+            backend.update_resources(id, *of, resources).await?;
+            CallResult::Done
+        }
+        Call::ReopenLog(id) => {
+            backend.reopen_log(id).await?;
+            CallResult::Done
+        }
     })
 }
 

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, ContainerMeta, ExitStatus, Listing, SandboxMeta, Target, TaskState,
+    Backend, BackendError, ContainerId, ContainerMeta, ExitStatus, Listing, Resources, ResourcesOf,
+    SandboxMeta, Target, TaskState,
 };
 
 use crate::client::Client;
 use crate::config::BackendConfig;
-use crate::error::{ConnectError, deadline_exceeded, map_status};
+use crate::error::{ConnectError, deadline_exceeded, map_log_error, map_status};
 use crate::image::ImageCache;
 
 /// berth's [`Backend`] over containerd's gRPC API (containerd-client 0.9).
@@ -139,6 +140,24 @@ impl Backend for ContainerdBackend {
 
     async fn task_status(&self, target: &Target) -> Result<TaskState, BackendError> {
         self.status(target.as_str()).await
+    }
+
+    async fn update_resources(
+        &self,
+        id: &ContainerId,
+        of: ResourcesOf,
+        resources: &Resources,
+    ) -> Result<(), BackendError> {
+        match of {
+            ResourcesOf::Task => self.update_task_resources(id.as_str(), resources).await,
+            ResourcesOf::Record => self.update_record_resources(id.as_str(), resources).await,
+        }
+    }
+
+    async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError> {
+        self.reopen_container_log(id.as_str())
+            .await
+            .map_err(|e| map_log_error(&e, "Logs.Reopen", id.as_str()))
     }
 
     async fn list(&self) -> Result<Listing, BackendError> {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use berth_backend::{BackendError, BackendErrorKind};
 use tonic::Code;
 
+use crate::logio::LogError;
+
 /// Fragments of a status message that mean the connection to containerd (or from
 /// containerd to a shim) broke, whatever code tonic gave them: measured as `Unknown:
 /// transport error` (containerd killed during a call), `Unknown: h2 protocol error`
@@ -74,6 +76,20 @@ pub fn deadline_exceeded(verb: &str, target: &str, after: Duration) -> BackendEr
         target,
         format!("no answer from containerd within {after:?}"),
     )
+}
+
+/// Maps a failure of berth's log copier (`crate::logio`) to a [`BackendError`] for `verb`
+/// on `target`: no copier serving the container (no log path, or no running task) is
+/// `FailedPrecondition`; a copier that does not answer and a file that cannot be reopened
+/// are `Other`.
+pub fn map_log_error(error: &LogError, verb: &str, target: &str) -> BackendError {
+    let kind = match error {
+        LogError::NotAttached { .. } => BackendErrorKind::FailedPrecondition,
+        LogError::Reopen { .. } | LogError::CopierGone { .. } | LogError::Fifo { .. } => {
+            BackendErrorKind::Other
+        }
+    };
+    BackendError::new(kind, verb, target, error.to_string())
 }
 
 /// An error of berth's own making (bad input, unreadable image, local I/O).
@@ -204,5 +220,38 @@ mod tests {
         let d = deadline_exceeded("Tasks.Get", "c2", Duration::from_secs(10));
         assert_eq!(d.kind, BackendErrorKind::DeadlineExceeded);
         assert_eq!(d.target, "c2");
+    }
+
+    #[test]
+    fn log_errors_map_to_kinds() {
+        let id = "c1".to_owned();
+        let e = map_log_error(
+            &LogError::NotAttached { id: id.clone() },
+            "Logs.Reopen",
+            "c1",
+        );
+        assert_eq!(e.kind, BackendErrorKind::FailedPrecondition);
+        assert!(
+            e.message.contains("no log is being written"),
+            "{}",
+            e.message
+        );
+        let e = map_log_error(
+            &LogError::CopierGone { id: id.clone() },
+            "Logs.Reopen",
+            "c1",
+        );
+        assert_eq!(e.kind, BackendErrorKind::Other);
+        let reopen = LogError::Reopen {
+            id,
+            path: "/var/log/c1.log".into(),
+            message: "Permission denied".into(),
+        };
+        let e = map_log_error(&reopen, "Logs.Reopen", "c1");
+        assert_eq!(
+            (e.kind, e.verb.as_str()),
+            (BackendErrorKind::Other, "Logs.Reopen")
+        );
+        assert!(e.message.contains("/var/log/c1.log"), "{}", e.message);
     }
 }

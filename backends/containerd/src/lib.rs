@@ -9,7 +9,7 @@
 //! - [`Client`]: the thin client underneath (one accessor per containerd service, requests
 //!   carrying the namespace header).
 //! - [`map_status`]: the one function that turns containerd's errors into
-//!   [`berth_backend::BackendError`]s.
+//!   [`berth_backend::BackendError`]s ([`map_log_error`] does it for the log copier's).
 //! - [`store::FsCheckpointStore`]: checkpoints on the local file system.
 //!
 //! ```no_run
@@ -39,6 +39,7 @@ pub mod spec;
 pub mod store;
 mod task;
 mod time;
+mod update;
 
 pub use backend::ContainerdBackend;
 pub use client::{Client, MAX_MESSAGE_BYTES};
@@ -49,6 +50,7 @@ pub use container::{
     CONTAINER_EXTENSION, CONTAINER_META_TYPE_URL, KIND_CONTAINER, KIND_SANDBOX, LABEL_KIND,
     LABEL_MANAGED, LABEL_SANDBOX, MANAGED_FILTER, SANDBOX_EXTENSION, SANDBOX_META_TYPE_URL,
 };
-pub use error::{ConnectError, deadline_exceeded, map_status};
+pub use error::{ConnectError, deadline_exceeded, map_log_error, map_status};
 pub use image::{ImageConfig, ResolvedImage, chain_id};
 pub use time::unix_nanos;
+pub use update::{LINUX_RESOURCES_TYPE_URL, oci_resources};

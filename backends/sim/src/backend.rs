@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Listing, SandboxMeta,
-    Target, TaskState,
+    Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, Listing,
+    Resources, ResourcesOf, SandboxMeta, Target, TaskState,
 };
 use berth_core::SandboxId;
 use rand::rngs::SmallRng;
@@ -73,6 +73,15 @@ enum Decision {
     ReplyLost,
     Slow { delay: Duration, before: bool },
     Hang { before: bool },
+}
+
+/// Who serves a call: containerd (down while it restarts, its replies lost with the
+/// connection), or berth's own process alone (the log copier: a containerd restart does not
+/// touch it). Faults and latency hit both alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Containerd,
+    Berth,
 }
 
 /// A chaos event drawn by [`SimBackend::maybe_chaos`].
@@ -396,8 +405,8 @@ impl SimBackend {
         self.state().log.clone()
     }
 
-    /// Runs one call: the fault decision, the latency (the effect lands inside it), the
-    /// effect, the reply (lost if containerd restarted meanwhile).
+    /// Runs one containerd call: the fault decision, the latency (the effect lands inside
+    /// it), the effect, the reply (lost if containerd restarted meanwhile).
     async fn call<T, F>(
         &self,
         verb: &'static str,
@@ -409,7 +418,23 @@ impl SimBackend {
         T: Send,
         F: FnOnce(&mut Model, Instant) -> Result<T, BackendError> + Send,
     {
-        let call = self.call_inner(verb, id, latency, op);
+        self.call_via(Via::Containerd, verb, id, latency, op).await
+    }
+
+    /// [`SimBackend::call`] of something served `via` containerd or by berth alone.
+    async fn call_via<T, F>(
+        &self,
+        via: Via,
+        verb: &'static str,
+        id: &str,
+        latency: Duration,
+        op: F,
+    ) -> Result<T, BackendError>
+    where
+        T: Send,
+        F: FnOnce(&mut Model, Instant) -> Result<T, BackendError> + Send,
+    {
+        let call = self.call_inner(via, verb, id, latency, op);
         match self.inner.cfg.call_timeout {
             None => call.await,
             Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
@@ -425,6 +450,7 @@ impl SimBackend {
 
     async fn call_inner<T, F>(
         &self,
+        via: Via,
         verb: &'static str,
         id: &str,
         latency: Duration,
@@ -437,7 +463,7 @@ impl SimBackend {
         let (decision, epoch, pre) = {
             let mut s = self.state();
             let now = Instant::now();
-            if !s.model.is_up(now) {
+            if via == Via::Containerd && !s.model.is_up(now) {
                 return Err(connection_refused(verb, id));
             }
             let decision = s.draw(verb, id, now, false);
@@ -463,7 +489,7 @@ impl SimBackend {
             _ => {}
         }
         sleep_for(pre).await;
-        let result = self.apply(verb, id, epoch, op);
+        let result = self.apply(via, verb, id, epoch, op);
         sleep_for(post).await;
         match decision {
             Decision::Hang { before: false } => return pending().await,
@@ -473,7 +499,7 @@ impl SimBackend {
             } => sleep_for(delay).await,
             _ => {}
         }
-        if self.state().model.epoch != epoch {
+        if via == Via::Containerd && self.state().model.epoch != epoch {
             // containerd restarted before the reply left: the caller sees a broken connection.
             return Err(transport_error(verb, id));
         }
@@ -491,15 +517,23 @@ impl SimBackend {
         }
     }
 
-    /// Applies a call's effect, unless containerd went down since the call began.
-    fn apply<T, F>(&self, verb: &str, id: &str, epoch: u64, op: F) -> Result<T, BackendError>
+    /// Applies a call's effect, unless it goes through containerd and containerd went down
+    /// since the call began.
+    fn apply<T, F>(
+        &self,
+        via: Via,
+        verb: &str,
+        id: &str,
+        epoch: u64,
+        op: F,
+    ) -> Result<T, BackendError>
     where
         F: FnOnce(&mut Model, Instant) -> Result<T, BackendError>,
     {
         let result = {
             let mut s = self.state();
             let now = Instant::now();
-            if !s.model.is_up(now) || s.model.epoch != epoch {
+            if via == Via::Containerd && (!s.model.is_up(now) || s.model.epoch != epoch) {
                 return Err(transport_error(verb, id));
             }
             s.model.settle(now);
@@ -708,6 +742,40 @@ impl Backend for SimBackend {
         let lat = self.inner.cfg.latency.task_status;
         self.call("Tasks.Get", target.as_str(), lat, |m, _| {
             Ok(m.task_status(target))
+        })
+        .await
+    }
+
+    async fn update_resources(
+        &self,
+        id: &ContainerId,
+        of: ResourcesOf,
+        resources: &Resources,
+    ) -> Result<(), BackendError> {
+        let target = Target::Container(id.clone());
+        match of {
+            ResourcesOf::Task => {
+                let lat = self.inner.cfg.latency.update_task;
+                self.call("Tasks.Update", id.as_str(), lat, |m, now| {
+                    m.update_task_resources(&target, resources, now)
+                })
+                .await
+            }
+            ResourcesOf::Record => {
+                let lat = self.inner.cfg.latency.update_record;
+                self.call("Containers.Update", id.as_str(), lat, |m, _| {
+                    m.update_record_resources(&target, resources)
+                })
+                .await
+            }
+        }
+    }
+
+    async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError> {
+        let target = Target::Container(id.clone());
+        let lat = self.inner.cfg.latency.reopen_log;
+        self.call_via(Via::Berth, "Logs.Reopen", id.as_str(), lat, |m, _| {
+            m.reopen_log(&target)
         })
         .await
     }

@@ -29,6 +29,14 @@ pub struct Latencies {
     pub task_status: Duration,
     /// `Containers.List`.
     pub list: Duration,
+    /// `Tasks.Update` (`runc update` of the cgroup; not measured, of the order of a
+    /// `Tasks.Kill` plus a cgroup write).
+    pub update_task: Duration,
+    /// `Containers.Get` and `Containers.Update` of the record's spec (not measured: two
+    /// metadata calls).
+    pub update_record: Duration,
+    /// Reopening a log file (berth's own copier, no containerd call).
+    pub reopen_log: Duration,
 }
 
 impl Default for Latencies {
@@ -44,6 +52,9 @@ impl Default for Latencies {
             delete_task: ms(25_000),
             task_status: ms(300),
             list: ms(900),
+            update_task: ms(2_000),
+            update_record: ms(1_200),
+            reopen_log: ms(100),
         }
     }
 }
@@ -61,6 +72,9 @@ impl Latencies {
             delete_task: Duration::ZERO,
             task_status: Duration::ZERO,
             list: Duration::ZERO,
+            update_task: Duration::ZERO,
+            update_record: Duration::ZERO,
+            reopen_log: Duration::ZERO,
         }
     }
 }

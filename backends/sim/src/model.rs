@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use berth_backend::{
-    BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Listed, Listing, SandboxMeta,
-    TaskState,
+    BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Listed, Listing, Resources,
+    SandboxMeta, TaskState,
 };
 use berth_core::{SIGKILL, SandboxId, Target};
 use tokio::time::Instant;
@@ -51,6 +51,7 @@ struct Task {
     proc: Proc,
     plan: ProcessPlan,
     started_at: i64,
+    resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +339,7 @@ impl Model {
                 created_at: self.clock.wall_of(now),
                 meta: RecordMeta::Container(Box::new(meta.clone())),
                 meta_error: None,
+                resources: meta.config.resources.clone(),
             },
         );
         Ok(())
@@ -363,6 +365,7 @@ impl Model {
                 created_at: self.clock.wall_of(now),
                 meta: RecordMeta::Sandbox(Box::new(meta.clone())),
                 meta_error: None,
+                resources: None,
             },
         );
         Ok(())
@@ -391,8 +394,8 @@ impl Model {
                 format!("task {id}: already exists"),
             ));
         }
-        let pod = match self.records.get(id) {
-            Some(rec) => rec.pod.clone(),
+        let (pod, resources) = match self.records.get(id) {
+            Some(rec) => (rec.pod.clone(), rec.resources.clone()),
             None => return Err(no_record(VERB, id)),
         };
         if pod.as_str() != id {
@@ -449,6 +452,7 @@ impl Model {
                 proc: Proc::Created,
                 plan: ProcessPlan::forever(),
                 started_at: 0,
+                resources,
             },
         );
         Ok(pid)
@@ -600,6 +604,70 @@ impl Model {
                 at: self.clock.wall_of(now),
             };
         }
+    }
+
+    /// `Tasks.Update` of a task's limits: its cgroup has them from now on (a created task
+    /// too: its cgroup exists). NotFound without a task or once its process has finished.
+    pub fn update_task_resources(
+        &mut self,
+        target: &Target,
+        resources: &Resources,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Tasks.Update";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let task = self.tasks.get_mut(id).ok_or_else(|| no_task(VERB, id))?;
+        if let Proc::Stopped(_) = task.proc {
+            return Err(err(
+                BackendErrorKind::NotFound,
+                VERB,
+                id,
+                "process already finished: not found",
+            ));
+        }
+        task.resources = Some(resources.clone());
+        Ok(())
+    }
+
+    /// `Containers.Update` of a record's OCI spec with new limits: a task created later
+    /// starts with them; a live task keeps its own.
+    pub fn update_record_resources(
+        &mut self,
+        target: &Target,
+        resources: &Resources,
+    ) -> Result<(), BackendError> {
+        let id = target.as_str();
+        let rec = self
+            .records
+            .get_mut(id)
+            .ok_or_else(|| no_record("Containers.Update", id))?;
+        rec.resources = Some(resources.clone());
+        Ok(())
+    }
+
+    /// Reopening a container's log file: berth's copier serves a container whose record
+    /// has a log path while its task runs; otherwise no log is being written
+    /// (FailedPrecondition, as berth's real backend answers).
+    pub fn reopen_log(&self, target: &Target) -> Result<(), BackendError> {
+        let id = target.as_str();
+        let has_log = self.records.get(id).is_some_and(|rec| match &rec.meta {
+            RecordMeta::Container(m) => !m.log_path.is_empty(),
+            RecordMeta::Sandbox(_) => false,
+        });
+        let running = self
+            .tasks
+            .get(id)
+            .is_some_and(|t| matches!(t.proc, Proc::Running { .. }));
+        if !(has_log && running) {
+            return Err(err(
+                BackendErrorKind::FailedPrecondition,
+                "Logs.Reopen",
+                id,
+                format!("container {id}: no log is being written (no log path, or no task)"),
+            ));
+        }
+        Ok(())
     }
 
     /// `Tasks.Get`: a missing record or task is a state, not an error.
@@ -803,8 +871,10 @@ impl Model {
     /// What is true of one containerd id now (call [`Model::settle`] first): cheaper than a
     /// whole [`Truth`] snapshot.
     pub fn truth_of(&self, id: &str) -> ObjectTruth {
+        let record = self.records.get(id);
         ObjectTruth {
-            record: self.records.contains_key(id),
+            record: record.is_some(),
+            record_resources: record.and_then(|r| r.resources.clone()),
             task: self.tasks.get(id).map(|t| self.task_truth(id, t)),
             exits: self
                 .exits
@@ -831,6 +901,7 @@ impl Model {
             exit_due,
             orphaned: !self.records.contains_key(id),
             plan: t.plan,
+            resources: t.resources.clone(),
         }
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_backend::{ContainerMeta, SandboxMeta, TaskState};
+use berth_backend::{ContainerMeta, Resources, SandboxMeta, TaskState};
 use berth_core::{SandboxId, Target};
 
 /// What a simulated process does once started. Set by the harness per container (or
@@ -81,6 +81,10 @@ pub struct RecordTruth {
     /// Set by [`crate::SimBackend::set_record_meta_error`]: `list` reports the metadata as
     /// unreadable with this message.
     pub meta_error: Option<String>,
+    /// The limits in its OCI spec: the container config's at creation, then those of every
+    /// `Containers.Update` (a task created later gets them). None for a pause container
+    /// or a container created without limits.
+    pub resources: Option<Resources>,
 }
 
 /// A task as containerd's shim holds it.
@@ -106,6 +110,9 @@ pub struct TaskTruth {
     pub orphaned: bool,
     /// The plan it started with.
     pub plan: ProcessPlan,
+    /// The limits of its cgroup: its record's at `Tasks.Create`, then those of every
+    /// `Tasks.Update`.
+    pub resources: Option<Resources>,
 }
 
 /// Why a process ended.
@@ -206,6 +213,9 @@ pub struct Restart {
 pub struct ObjectTruth {
     /// containerd holds a record with this id.
     pub record: bool,
+    /// The limits in that record's OCI spec ([`RecordTruth::resources`]; None without a
+    /// record).
+    pub record_resources: Option<Resources>,
     /// Its task, if one exists (orphaned if `record` is false).
     pub task: Option<TaskTruth>,
     /// Every real exit of a task with this id, oldest first.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, Listing,
-    LoadError, SandboxMeta, Status, StoreError, Target, TaskState,
+    LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskState,
 };
 use berth_core::ContainerState;
 use tokio::sync::Semaphore;
@@ -189,6 +189,19 @@ impl<B: Backend> Backend for GatedBackend<B> {
             self.knobs.status_errors.fetch_add(1, Ordering::SeqCst);
         }
         result
+    }
+
+    async fn update_resources(
+        &self,
+        id: &ContainerId,
+        of: ResourcesOf,
+        resources: &Resources,
+    ) -> Result<(), BackendError> {
+        self.inner.update_resources(id, of, resources).await
+    }
+
+    async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError> {
+        self.inner.reopen_log(id).await
     }
 
     async fn list(&self) -> Result<Listing, BackendError> {
