@@ -15,10 +15,8 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::handle::{
-    ContainerFilter, ContainerView, PrefixCommand, Reply, Request, SandboxFilter, SandboxView,
-    ServiceHandle,
-};
+use crate::handle::{PrefixCommand, Reply, Request, ServiceHandle};
+use crate::read::{self, find_container, find_sandbox};
 use crate::{ServiceConfig, ServiceError};
 
 enum Completion {
@@ -319,24 +317,16 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 m.handle_command(req, command, now);
             }
             Request::ContainerStatus(prefix, reply) => {
-                let result = find_container(m, &prefix).and_then(|id| {
-                    id.and_then(|id| m.container(&id).map(container_view))
-                        .ok_or_else(|| not_found_container(&prefix))
-                });
-                let _ = reply.send(result);
+                let _ = reply.send(read::container_status(m, &prefix));
             }
             Request::ListContainers(filter, reply) => {
-                let _ = reply.send(Ok(list_containers(m, &filter)));
+                let _ = reply.send(Ok(read::list_containers(m, &filter)));
             }
             Request::SandboxStatus(prefix, reply) => {
-                let result = find_sandbox(m, &prefix).and_then(|id| {
-                    id.and_then(|id| m.sandbox(&id).map(sandbox_view))
-                        .ok_or_else(|| not_found_sandbox(&prefix))
-                });
-                let _ = reply.send(result);
+                let _ = reply.send(read::sandbox_status(m, &prefix));
             }
             Request::ListSandboxes(filter, reply) => {
-                let _ = reply.send(Ok(list_sandboxes(m, &filter)));
+                let _ = reply.send(Ok(read::list_sandboxes(m, &filter)));
             }
             Request::NewContainerId(reply) => {
                 let id = loop {
@@ -394,53 +384,6 @@ fn reject(request: Request) {
     }
 }
 
-fn not_found_container(prefix: &str) -> ServiceError {
-    match ContainerId::new(prefix) {
-        Ok(id) => ServiceError::Command(CommandError::ContainerNotFound { id }),
-        Err(e) => ServiceError::Command(CommandError::InvalidId(e)),
-    }
-}
-
-fn not_found_sandbox(prefix: &str) -> ServiceError {
-    match SandboxId::new(prefix) {
-        Ok(id) => ServiceError::Command(CommandError::SandboxNotFound { id }),
-        Err(e) => ServiceError::Command(CommandError::InvalidId(e)),
-    }
-}
-
-/// Resolves an exact id or a unique prefix (CRI accepts both) among `ids`. `Ok(None)`: no
-/// match.
-fn find_unique<'a, T: AsRef<str> + Clone + 'a>(
-    ids: impl Iterator<Item = &'a T>,
-    prefix: &str,
-) -> Result<Option<T>, ServiceError> {
-    let mut matches = Vec::new();
-    for id in ids {
-        if id.as_ref() == prefix {
-            return Ok(Some(id.clone()));
-        }
-        if !prefix.is_empty() && id.as_ref().starts_with(prefix) {
-            matches.push(id);
-        }
-    }
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(Some(matches[0].clone())),
-        n => Err(ServiceError::Ambiguous {
-            prefix: prefix.to_owned(),
-            matches: n,
-        }),
-    }
-}
-
-fn find_container(m: &Machine, prefix: &str) -> Result<Option<ContainerId>, ServiceError> {
-    find_unique(m.containers().map(|c| &c.meta().id), prefix)
-}
-
-fn find_sandbox(m: &Machine, prefix: &str) -> Result<Option<SandboxId>, ServiceError> {
-    find_unique(m.sandboxes().map(|s| &s.meta().id), prefix)
-}
-
 fn resolve(
     m: &Machine,
     kind: PrefixCommand,
@@ -458,91 +401,4 @@ fn resolve(
         PrefixCommand::StopSandbox => find_sandbox(m, prefix)?.map(Command::StopPodSandbox),
         PrefixCommand::RemoveSandbox => find_sandbox(m, prefix)?.map(Command::RemovePodSandbox),
     })
-}
-
-fn container_view(c: &berth_core::Container) -> ContainerView {
-    ContainerView {
-        meta: c.meta().clone(),
-        status: c.status().clone(),
-        state: c.state(),
-        removing: c.is_removing(),
-    }
-}
-
-fn sandbox_view(s: &berth_core::Sandbox) -> SandboxView {
-    SandboxView {
-        meta: s.meta().clone(),
-        state: s.state(),
-        pid: s.pid(),
-        exit: s.exit(),
-    }
-}
-
-fn labels_match(
-    have: &std::collections::BTreeMap<String, String>,
-    want: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    want.iter().all(|(k, v)| have.get(k) == Some(v))
-}
-
-fn list_containers(m: &Machine, f: &ContainerFilter) -> Vec<ContainerView> {
-    m.containers()
-        .filter(|c| {
-            f.id.as_ref()
-                .is_none_or(|p| c.meta().id.as_str().starts_with(p.as_str()))
-                && f.state.is_none_or(|s| c.state() == s)
-                && f.sandbox
-                    .as_ref()
-                    .is_none_or(|p| c.meta().sandbox_id.as_str().starts_with(p.as_str()))
-                && labels_match(&c.meta().config.labels, &f.labels)
-        })
-        .map(container_view)
-        .collect()
-}
-
-fn list_sandboxes(m: &Machine, f: &SandboxFilter) -> Vec<SandboxView> {
-    m.sandboxes()
-        .filter(|s| {
-            f.id.as_ref()
-                .is_none_or(|p| s.meta().id.as_str().starts_with(p.as_str()))
-                && f.state.is_none_or(|st| s.state() == st)
-                && labels_match(&s.meta().config.labels, &f.labels)
-        })
-        .map(sandbox_view)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_ids_win_and_prefixes_must_be_unique() {
-        let ids: Vec<String> = ["abc1", "abc2", "abd", "x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            find_unique(ids.iter(), "abd").unwrap(),
-            Some("abd".to_owned())
-        );
-        assert_eq!(
-            find_unique(ids.iter(), "abc1").unwrap(),
-            Some("abc1".to_owned())
-        );
-        assert_eq!(find_unique(ids.iter(), "x").unwrap(), Some("x".to_owned()));
-        assert_eq!(
-            find_unique(ids.iter(), "abd").unwrap(),
-            Some("abd".to_owned())
-        );
-        assert_eq!(find_unique(ids.iter(), "zz").unwrap(), None);
-        assert_eq!(find_unique(ids.iter(), "").unwrap(), None);
-        assert_eq!(
-            find_unique(ids.iter(), "abc"),
-            Err(ServiceError::Ambiguous {
-                prefix: "abc".into(),
-                matches: 2
-            })
-        );
-    }
 }

@@ -1,65 +1,14 @@
 //! The async API of the CRI verbs: what berthd and the simulator's clients call.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_core::{
-    Command, ContainerConfig, ContainerId, ContainerMeta, ContainerState, Event, ExitStatus,
-    Resources, Response, SandboxConfig, SandboxId, SandboxMeta, SandboxState, Status,
+    Command, ContainerConfig, ContainerId, Event, Resources, Response, SandboxConfig, SandboxId,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::ServiceError;
-
-/// A container as CRI sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerView {
-    /// Its metadata (config, sandbox, name, log path).
-    pub meta: ContainerMeta,
-    /// Its status record.
-    pub status: Status,
-    /// Derived state.
-    pub state: ContainerState,
-    /// A RemoveContainer is in flight (verbose info).
-    pub removing: bool,
-}
-
-/// A sandbox as CRI sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxView {
-    /// Its metadata.
-    pub meta: SandboxMeta,
-    /// Its state.
-    pub state: SandboxState,
-    /// Pause pid while Ready.
-    pub pid: u32,
-    /// How its pause task ended, if it did.
-    pub exit: Option<ExitStatus>,
-}
-
-/// ListContainers filter; every set field must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerFilter {
-    /// Id or unique id prefix.
-    pub id: Option<String>,
-    /// State.
-    pub state: Option<ContainerState>,
-    /// Sandbox id or prefix.
-    pub sandbox: Option<String>,
-    /// Labels that must all be present with these values.
-    pub labels: BTreeMap<String, String>,
-}
-
-/// ListPodSandbox filter; every set field must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SandboxFilter {
-    /// Id or prefix.
-    pub id: Option<String>,
-    /// State.
-    pub state: Option<SandboxState>,
-    /// Labels that must all be present with these values.
-    pub labels: BTreeMap<String, String>,
-}
+use crate::read::{ContainerFilter, ContainerView, SandboxFilter, SandboxView};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 

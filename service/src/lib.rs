@@ -23,11 +23,13 @@
 
 mod driver;
 mod handle;
+mod read;
 mod recover;
 
 use std::time::Duration;
 
-pub use handle::{ContainerFilter, ContainerView, SandboxFilter, SandboxView, ServiceHandle};
+pub use handle::ServiceHandle;
+pub use read::{ContainerFilter, ContainerView, SandboxFilter, SandboxView};
 
 use berth_backend::{Backend, CheckpointStore};
 use berth_core::CommandError;
