@@ -1,8 +1,9 @@
 //! Errors the core returns to CRI callers. Every message names the ids involved and reads as
-//! a log line; [`CommandError::code`] says how the daemon maps it to a gRPC status.
+//! a log line; [`CommandError::code`] says how the daemon maps it to a gRPC status, and
+//! [`BackendErrorKind::code`] is the one mapping of a backend failure to such a code.
 
 use crate::ids::{ContainerId, IdError, SandboxId};
-use crate::io::{BackendError, PersistError};
+use crate::io::{BackendError, BackendErrorKind, PersistError};
 use crate::registry::NameError;
 use crate::status::ContainerState;
 
@@ -21,6 +22,24 @@ pub enum ErrorCode {
     Internal,
     /// Try again later.
     Unavailable,
+    /// A backend call did not answer in time (it may still have taken effect).
+    DeadlineExceeded,
+}
+
+impl BackendErrorKind {
+    /// The code a caller gets for a backend failure of this kind: the one mapping, used by
+    /// the core's [`CommandError::code`] and by the daemon. NotFound, FailedPrecondition,
+    /// Unavailable and DeadlineExceeded keep their meaning; AlreadyExists (a conflict inside
+    /// containerd, not of the caller's making) and Other are Internal.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            BackendErrorKind::NotFound => ErrorCode::NotFound,
+            BackendErrorKind::FailedPrecondition => ErrorCode::FailedPrecondition,
+            BackendErrorKind::Unavailable => ErrorCode::Unavailable,
+            BackendErrorKind::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            BackendErrorKind::AlreadyExists | BackendErrorKind::Other => ErrorCode::Internal,
+        }
+    }
 }
 
 /// A state that forbids an operation, named as containerd names it.
@@ -68,6 +87,18 @@ pub enum CommandError {
     /// An id is malformed.
     #[error(transparent)]
     InvalidId(#[from] IdError),
+    /// An id prefix matches more than one object.
+    #[error("id prefix {prefix:?} is ambiguous: it matches {matches} objects")]
+    AmbiguousPrefix {
+        /// The prefix.
+        prefix: String,
+        /// How many ids it matches.
+        matches: usize,
+    },
+    /// Recovery after a restart has not finished: nothing is decided until it has
+    /// (containerd's "server is not initialized yet").
+    #[error("berth is recovering its state after a restart; try again")]
+    Recovering,
     /// No such sandbox.
     #[error("sandbox {id}: not found")]
     SandboxNotFound {
@@ -146,9 +177,10 @@ impl CommandError {
     /// The gRPC code the daemon answers with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            CommandError::InvalidArgument { .. } | CommandError::InvalidId(_) => {
-                ErrorCode::InvalidArgument
-            }
+            CommandError::InvalidArgument { .. }
+            | CommandError::InvalidId(_)
+            | CommandError::AmbiguousPrefix { .. } => ErrorCode::InvalidArgument,
+            CommandError::Recovering => ErrorCode::Unavailable,
             CommandError::SandboxNotFound { .. } | CommandError::ContainerNotFound { .. } => {
                 ErrorCode::NotFound
             }
@@ -158,10 +190,7 @@ impl CommandError {
             | CommandError::SandboxRemoving { .. }
             | CommandError::InvalidState { .. }
             | CommandError::Busy { .. } => ErrorCode::FailedPrecondition,
-            CommandError::Backend { error, .. } => match error.kind {
-                crate::io::BackendErrorKind::Unavailable => ErrorCode::Unavailable,
-                _ => ErrorCode::Internal,
-            },
+            CommandError::Backend { error, .. } => error.kind.code(),
             CommandError::Persist { .. } => ErrorCode::Internal,
         }
     }

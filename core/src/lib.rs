@@ -64,6 +64,7 @@ mod invariants;
 mod io;
 mod machine;
 mod meta;
+mod prefix;
 mod recovery;
 mod registry;
 mod remove;
@@ -95,6 +96,7 @@ pub use meta::{
     ContainerConfig, ContainerMeta, META_VERSION, MetaError, NamespaceMode, SandboxConfig,
     SandboxMeta,
 };
+pub use prefix::resolve_prefix;
 pub use recovery::{
     CheckpointProblem, Decision, RecoveredContainer, RecoveredSandbox, RecoveryInput, decide,
     decide_sandbox,

@@ -81,6 +81,7 @@ fn code_of(code: ErrorCode) -> Code {
         ErrorCode::FailedPrecondition => Code::FailedPrecondition,
         ErrorCode::Internal => Code::Internal,
         ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::DeadlineExceeded => Code::DeadlineExceeded,
     }
 }
 
@@ -89,21 +90,14 @@ fn code_of(code: ErrorCode) -> Code {
 pub fn to_status(error: &ApiError) -> Status {
     let code = match error {
         ApiError::InvalidArgument { .. } => Code::InvalidArgument,
-        ApiError::Service(ServiceError::Unavailable | ServiceError::Stopped) => Code::Unavailable,
-        ApiError::Service(ServiceError::Ambiguous { .. }) => Code::InvalidArgument,
+        ApiError::Service(ServiceError::Stopped) => Code::Unavailable,
         ApiError::Service(ServiceError::Command(e)) => code_of(e.code()),
         ApiError::Unimplemented { .. } => Code::Unimplemented,
         ApiError::NotConnected { .. } | ApiError::ShuttingDown => Code::Unavailable,
         ApiError::WrongState { .. } => Code::FailedPrecondition,
         ApiError::Log(LogError::NotAttached { .. }) => Code::FailedPrecondition,
         ApiError::Log(_) => Code::Internal,
-        ApiError::Backend { error, .. } => match error.kind {
-            berth_core::BackendErrorKind::NotFound => Code::NotFound,
-            berth_core::BackendErrorKind::FailedPrecondition => Code::FailedPrecondition,
-            berth_core::BackendErrorKind::Unavailable => Code::Unavailable,
-            berth_core::BackendErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-            _ => Code::Internal,
-        },
+        ApiError::Backend { error, .. } => code_of(error.kind.code()),
     };
     Status::new(code, error.to_string())
 }
@@ -127,7 +121,10 @@ mod tests {
                 ApiError::invalid("config.metadata", "missing"),
                 Code::InvalidArgument,
             ),
-            (ServiceError::Unavailable.into(), Code::Unavailable),
+            (
+                ServiceError::Command(CommandError::Recovering).into(),
+                Code::Unavailable,
+            ),
             (ServiceError::Stopped.into(), Code::Unavailable),
             (
                 ApiError::Service(ServiceError::Command(CommandError::ContainerNotFound {

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::handle::{PrefixCommand, Reply, Request, ServiceHandle};
-use crate::read::{self, find_container, find_sandbox};
+use crate::read;
 use crate::{ServiceConfig, ServiceError};
 
 enum Completion {
@@ -266,22 +266,16 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
 
     fn serve(&mut self, request: Request) {
         let now = self.now();
-        let request = match request {
-            Request::CheckInvariants(reply) => {
-                let result = match self.machine.as_ref() {
-                    Some(m) => Ok(m.check_invariants().map_err(|e| e.to_string())),
-                    None => Err(ServiceError::Unavailable),
-                };
-                let _ = reply.send(result);
-                return;
-            }
-            other => other,
-        };
-        let Some(m) = self.machine.as_mut().filter(|m| !m.is_recovering()) else {
+        // Until recovery has built the machine there is no state to answer from: every
+        // request gets the answer the machine gives while it finishes recovering.
+        let Some(m) = self.machine.as_mut() else {
             reject(request);
             return;
         };
         match request {
+            Request::CheckInvariants(reply) => {
+                let _ = reply.send(Ok(m.check_invariants().map_err(|e| e.to_string())));
+            }
             Request::Command(command, reply) => {
                 let req = RequestId(self.next_req);
                 self.next_req += 1;
@@ -289,44 +283,31 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 m.handle_command(req, command, now);
             }
             Request::ByPrefix(kind, prefix, reply) => {
-                let command = match resolve(m, kind.clone(), &prefix) {
-                    Ok(Some(command)) => command,
-                    // Unknown ids: stop and remove succeed, start is NotFound.
-                    Ok(None) => {
-                        let result = match kind {
-                            PrefixCommand::Start | PrefixCommand::Update(_) => {
-                                let err = match ContainerId::new(prefix) {
-                                    Ok(id) => CommandError::ContainerNotFound { id },
-                                    Err(e) => CommandError::InvalidId(e),
-                                };
-                                Err(ServiceError::Command(err))
-                            }
-                            _ => Ok(Response::Done),
-                        };
-                        let _ = reply.send(result);
-                        return;
+                match serving(m).and_then(|()| resolve(m, kind, &prefix)) {
+                    Ok(command) => {
+                        let req = RequestId(self.next_req);
+                        self.next_req += 1;
+                        self.replies.insert(req, reply);
+                        m.handle_command(req, command, now);
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                };
-                let req = RequestId(self.next_req);
-                self.next_req += 1;
-                self.replies.insert(req, reply);
-                m.handle_command(req, command, now);
+                    Err(e) => drop(reply.send(Err(e.into()))),
+                }
             }
             Request::ContainerStatus(prefix, reply) => {
-                let _ = reply.send(read::container_status(m, &prefix));
+                let view = serving(m).and_then(|()| read::container_status(m, &prefix));
+                let _ = reply.send(view.map_err(Into::into));
             }
             Request::ListContainers(filter, reply) => {
-                let _ = reply.send(Ok(read::list_containers(m, &filter)));
+                let views = serving(m).map(|()| read::list_containers(m, &filter));
+                let _ = reply.send(views.map_err(Into::into));
             }
             Request::SandboxStatus(prefix, reply) => {
-                let _ = reply.send(read::sandbox_status(m, &prefix));
+                let view = serving(m).and_then(|()| read::sandbox_status(m, &prefix));
+                let _ = reply.send(view.map_err(Into::into));
             }
             Request::ListSandboxes(filter, reply) => {
-                let _ = reply.send(Ok(read::list_sandboxes(m, &filter)));
+                let views = serving(m).map(|()| read::list_sandboxes(m, &filter));
+                let _ = reply.send(views.map_err(Into::into));
             }
             Request::NewContainerId(reply) => {
                 let id = loop {
@@ -339,7 +320,6 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 };
                 let _ = reply.send(Ok(id));
             }
-            Request::CheckInvariants(_) => {}
             Request::NewSandboxId(reply) => {
                 let id = loop {
                     let id = random_id(&mut self.rng);
@@ -352,6 +332,14 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 let _ = reply.send(Ok(id));
             }
         }
+    }
+}
+
+fn serving(m: &Machine) -> Result<(), CommandError> {
+    if m.is_recovering() {
+        Err(CommandError::Recovering)
+    } else {
+        Ok(())
     }
 }
 
@@ -370,8 +358,9 @@ fn random_id(rng: &mut SmallRng) -> String {
     format!("{a:016x}{b:016x}{c:016x}{d:016x}")
 }
 
+/// Answers a request that came before the machine exists.
 fn reject(request: Request) {
-    let e = ServiceError::Unavailable;
+    let e = ServiceError::Command(CommandError::Recovering);
     match request {
         Request::Command(_, r) | Request::ByPrefix(_, _, r) => drop(r.send(Err(e))),
         Request::ContainerStatus(_, r) => drop(r.send(Err(e))),
@@ -384,21 +373,21 @@ fn reject(request: Request) {
     }
 }
 
-fn resolve(
-    m: &Machine,
-    kind: PrefixCommand,
-    prefix: &str,
-) -> Result<Option<Command>, ServiceError> {
+/// The command a by-id request means, its id resolved by the machine (an unknown id is
+/// passed through: the command decides what it means).
+fn resolve(m: &Machine, kind: PrefixCommand, prefix: &str) -> Result<Command, CommandError> {
     Ok(match kind {
-        PrefixCommand::Start => find_container(m, prefix)?.map(Command::StartContainer),
-        PrefixCommand::Stop(timeout) => {
-            find_container(m, prefix)?.map(|id| Command::StopContainer { id, timeout })
-        }
-        PrefixCommand::Remove => find_container(m, prefix)?.map(Command::RemoveContainer),
-        PrefixCommand::Update(resources) => {
-            find_container(m, prefix)?.map(|id| Command::UpdateContainerResources { id, resources })
-        }
-        PrefixCommand::StopSandbox => find_sandbox(m, prefix)?.map(Command::StopPodSandbox),
-        PrefixCommand::RemoveSandbox => find_sandbox(m, prefix)?.map(Command::RemovePodSandbox),
+        PrefixCommand::Start => Command::StartContainer(m.container_id(prefix)?),
+        PrefixCommand::Stop(timeout) => Command::StopContainer {
+            id: m.container_id(prefix)?,
+            timeout,
+        },
+        PrefixCommand::Remove => Command::RemoveContainer(m.container_id(prefix)?),
+        PrefixCommand::Update(resources) => Command::UpdateContainerResources {
+            id: m.container_id(prefix)?,
+            resources,
+        },
+        PrefixCommand::StopSandbox => Command::StopPodSandbox(m.sandbox_id(prefix)?),
+        PrefixCommand::RemoveSandbox => Command::RemovePodSandbox(m.sandbox_id(prefix)?),
     })
 }

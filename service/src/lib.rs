@@ -65,20 +65,10 @@ impl Default for ServiceConfig {
 /// Why a service request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
-    /// Recovery has not finished (containerd's "server is not initialized yet").
-    #[error("berth is recovering its state after a restart; try again")]
-    Unavailable,
-    /// The command failed; see the core's error.
+    /// The core refused or failed the request (while recovery has not finished:
+    /// [`CommandError::Recovering`]).
     #[error(transparent)]
     Command(#[from] CommandError),
-    /// An id prefix matched more than one object.
-    #[error("id prefix {prefix:?} is ambiguous: it matches {matches} objects")]
-    Ambiguous {
-        /// The prefix.
-        prefix: String,
-        /// How many it matched.
-        matches: usize,
-    },
     /// The service has shut down.
     #[error("berth service is not running")]
     Stopped,
@@ -89,7 +79,7 @@ pub struct Service;
 
 impl Service {
     /// Starts the driver task: recovery first (requests are answered
-    /// [`ServiceError::Unavailable`] meanwhile), then serving. Must be called inside a
+    /// [`CommandError::Recovering`] meanwhile), then serving. Must be called inside a
     /// tokio (or madsim) runtime.
     pub fn start<B: Backend, S: CheckpointStore>(
         backend: Arc<B>,

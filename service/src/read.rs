@@ -5,11 +5,9 @@
 use std::collections::BTreeMap;
 
 use berth_core::{
-    CommandError, ContainerId, ContainerMeta, ContainerState, ExitStatus, Machine, SandboxId,
-    SandboxMeta, SandboxState, Status,
+    CommandError, ContainerMeta, ContainerState, ExitStatus, Machine, SandboxMeta, SandboxState,
+    Status,
 };
-
-use crate::ServiceError;
 
 /// A container as CRI sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,56 +59,6 @@ pub struct SandboxFilter {
     pub labels: BTreeMap<String, String>,
 }
 
-fn not_found_container(prefix: &str) -> ServiceError {
-    match ContainerId::new(prefix) {
-        Ok(id) => ServiceError::Command(CommandError::ContainerNotFound { id }),
-        Err(e) => ServiceError::Command(CommandError::InvalidId(e)),
-    }
-}
-
-fn not_found_sandbox(prefix: &str) -> ServiceError {
-    match SandboxId::new(prefix) {
-        Ok(id) => ServiceError::Command(CommandError::SandboxNotFound { id }),
-        Err(e) => ServiceError::Command(CommandError::InvalidId(e)),
-    }
-}
-
-/// Resolves an exact id or a unique prefix (CRI accepts both) among `ids`. `Ok(None)`: no
-/// match.
-pub(crate) fn find_unique<'a, T: AsRef<str> + Clone + 'a>(
-    ids: impl Iterator<Item = &'a T>,
-    prefix: &str,
-) -> Result<Option<T>, ServiceError> {
-    let mut matches = Vec::new();
-    for id in ids {
-        if id.as_ref() == prefix {
-            return Ok(Some(id.clone()));
-        }
-        if !prefix.is_empty() && id.as_ref().starts_with(prefix) {
-            matches.push(id);
-        }
-    }
-    match matches.len() {
-        0 => Ok(None),
-        1 => Ok(Some(matches[0].clone())),
-        n => Err(ServiceError::Ambiguous {
-            prefix: prefix.to_owned(),
-            matches: n,
-        }),
-    }
-}
-
-pub(crate) fn find_container(
-    m: &Machine,
-    prefix: &str,
-) -> Result<Option<ContainerId>, ServiceError> {
-    find_unique(m.containers().map(|c| &c.meta().id), prefix)
-}
-
-pub(crate) fn find_sandbox(m: &Machine, prefix: &str) -> Result<Option<SandboxId>, ServiceError> {
-    find_unique(m.sandboxes().map(|s| &s.meta().id), prefix)
-}
-
 pub(crate) fn container_view(c: &berth_core::Container) -> ContainerView {
     ContainerView {
         meta: c.meta().clone(),
@@ -160,53 +108,20 @@ pub(crate) fn list_sandboxes(m: &Machine, f: &SandboxFilter) -> Vec<SandboxView>
         .collect()
 }
 
-/// ContainerStatus: the container with this id or unique id prefix.
-pub(crate) fn container_status(m: &Machine, prefix: &str) -> Result<ContainerView, ServiceError> {
-    find_container(m, prefix).and_then(|id| {
-        id.and_then(|id| m.container(&id).map(container_view))
-            .ok_or_else(|| not_found_container(prefix))
-    })
+/// ContainerStatus: the container with this id or unique id prefix
+/// ([`Machine::container_id`]).
+pub(crate) fn container_status(m: &Machine, prefix: &str) -> Result<ContainerView, CommandError> {
+    let id = m.container_id(prefix)?;
+    m.container(&id)
+        .map(container_view)
+        .ok_or(CommandError::ContainerNotFound { id })
 }
 
-/// PodSandboxStatus: the sandbox with this id or unique id prefix.
-pub(crate) fn sandbox_status(m: &Machine, prefix: &str) -> Result<SandboxView, ServiceError> {
-    find_sandbox(m, prefix).and_then(|id| {
-        id.and_then(|id| m.sandbox(&id).map(sandbox_view))
-            .ok_or_else(|| not_found_sandbox(prefix))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_ids_win_and_prefixes_must_be_unique() {
-        let ids: Vec<String> = ["abc1", "abc2", "abd", "x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            find_unique(ids.iter(), "abd").unwrap(),
-            Some("abd".to_owned())
-        );
-        assert_eq!(
-            find_unique(ids.iter(), "abc1").unwrap(),
-            Some("abc1".to_owned())
-        );
-        assert_eq!(find_unique(ids.iter(), "x").unwrap(), Some("x".to_owned()));
-        assert_eq!(
-            find_unique(ids.iter(), "abd").unwrap(),
-            Some("abd".to_owned())
-        );
-        assert_eq!(find_unique(ids.iter(), "zz").unwrap(), None);
-        assert_eq!(find_unique(ids.iter(), "").unwrap(), None);
-        assert_eq!(
-            find_unique(ids.iter(), "abc"),
-            Err(ServiceError::Ambiguous {
-                prefix: "abc".into(),
-                matches: 2
-            })
-        );
-    }
+/// PodSandboxStatus: the sandbox with this id or unique id prefix
+/// ([`Machine::sandbox_id`]).
+pub(crate) fn sandbox_status(m: &Machine, prefix: &str) -> Result<SandboxView, CommandError> {
+    let id = m.sandbox_id(prefix)?;
+    m.sandbox(&id)
+        .map(sandbox_view)
+        .ok_or(CommandError::SandboxNotFound { id })
 }

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use berth_backend::{Backend, TaskState};
-use berth_core::{ContainerState, SandboxState};
+use berth_core::{CommandError, ContainerState, SandboxState};
 use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use berth_testkit::process_alive;
 use common::wrappers::Knobs;
@@ -241,7 +241,11 @@ async fn requests_during_recovery_answer_unavailable() {
     knobs.list.await_one("recovery reaches its listing").await;
     assert!(!node.is_ready());
     let unavailable = |what: &str, r: Result<(), ServiceError>| {
-        assert_eq!(r, Err(ServiceError::Unavailable), "{what} during recovery");
+        assert_eq!(
+            r,
+            Err(ServiceError::Command(CommandError::Recovering)),
+            "{what} during recovery"
+        );
     };
     unavailable(
         "ListContainers",

@@ -35,15 +35,17 @@ fn backoff(attempt: u32) -> Duration {
 fn outcome<T>(r: &Result<T, ServiceError>) -> i64 {
     match r {
         Ok(_) => 0,
-        Err(ServiceError::Unavailable) => 1,
+        Err(ServiceError::Command(CommandError::Recovering)) => 1,
         Err(ServiceError::Stopped) => 2,
-        Err(ServiceError::Ambiguous { .. }) => 3,
         Err(ServiceError::Command(e)) => 10 + e.code() as i64,
     }
 }
 
 fn transient(e: &ServiceError) -> bool {
-    matches!(e, ServiceError::Stopped | ServiceError::Unavailable)
+    matches!(
+        e,
+        ServiceError::Stopped | ServiceError::Command(CommandError::Recovering)
+    )
 }
 
 struct Client {

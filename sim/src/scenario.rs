@@ -354,9 +354,8 @@ async fn settle(svc: &ServiceHandle, quiet: Duration) -> Result<Observation, Str
 fn retryable(e: &berth_service::ServiceError) -> bool {
     use berth_service::ServiceError;
     match e {
-        ServiceError::Unavailable | ServiceError::Stopped => true,
+        ServiceError::Stopped => true,
         ServiceError::Command(c) => c.code() == berth_core::ErrorCode::Unavailable,
-        ServiceError::Ambiguous { .. } => false,
     }
 }
 
