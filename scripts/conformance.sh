@@ -12,7 +12,8 @@
 # the per-group summary and judges report.json against conformance/expected-pass.txt:
 #
 #   * it fails if any spec listed there did not pass (each one is named with its error line);
-#   * it lists the specs that passed but are not listed ("newly passing: add them");
+#   * it lists the specs that passed but are not listed ("newly passing: add them"), except
+#     those marked `# flaky: NAME` there;
 #   * it fails if the run itself broke (no report.json, critest exit status other than 0 or 1:
 #     critest exits 1 whenever any spec fails, which offline is always).
 #
@@ -268,10 +269,12 @@ for suite in json.load(open(report)):
         if prev is None or prev[0] == "passed":
             specs[name] = (state, first_line(fail.get("Message")) + where)
 
-expected = []
+expected, flaky = [], set()
 for line in open(expected_path, encoding="utf-8"):
     line = line.strip()
-    if line and not line.startswith("#"):
+    if line.startswith("# flaky:"):  # known flaky: neither judged nor offered as newly passing
+        flaky.add(line[len("# flaky:"):].strip())
+    elif line and not line.startswith("#"):
         expected.append(line)
 
 not_passed, not_selected = [], 0
@@ -289,7 +292,7 @@ for name in expected:
 exp = set(expected)
 passed = sorted(n for n, s in specs.items() if s[0] == "passed")
 ran = sum(1 for s in specs.values() if s[0] == "passed" or s[0] in FAILED)
-new = [n for n in passed if n not in exp]
+new = [n for n in passed if n not in exp and n not in flaky]
 
 if broken:
     print("conformance: the run broke in a suite node:")
@@ -300,6 +303,9 @@ if new:
     for n in new:
         print(n)
     print()
+for n in sorted(flaky):
+    if n in specs:
+        print("conformance: known flaky, not judged: %s (%s)" % (n, specs[n][0]))
 if not_passed:
     print("conformance: EXPECTED SPECS THAT DID NOT PASS (%d):" % len(not_passed))
     for n, why in not_passed:
