@@ -64,7 +64,7 @@ impl Machine {
             Err(_)
                 if self
                     .config
-                    .has_bug(crate::machine::PlantedBug::BrokenWaitIsExit) =>
+                    .has_bug(crate::config::PlantedBug::BrokenWaitIsExit) =>
             {
                 let now = self.wall();
                 self.exit_observed(&target, ExitStatus::lost(now));
@@ -166,7 +166,7 @@ impl Machine {
             #[cfg(feature = "planted-bugs")]
             if self
                 .config
-                .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+                .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
             {
                 return;
             }
@@ -222,7 +222,7 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::DeleteTaskBeforeExitPersisted)
+            .has_bug(crate::config::PlantedBug::DeleteTaskBeforeExitPersisted)
         {
             let target = Target::Container(id.clone());
             self.schedule_cleanup(&target);

@@ -237,9 +237,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Config;
     use crate::ids::{ContainerId, SandboxId};
     use crate::io::Now;
-    use crate::machine::{Config, Container};
+    use crate::machine::Container;
     use crate::meta::{ContainerConfig, ContainerMeta};
     use crate::status::Status;
 

@@ -18,12 +18,13 @@
 //!   back (task deleted with kill, CREATED rewritten), as a start whose write failed is;
 //! - a task that could not be observed (error, timeout) is observed again later.
 
+use crate::config::Config;
 use crate::error::Guard;
 use crate::ids::ContainerId;
 use crate::io::{
     BackendError, Call, CallResult, Now, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Config, Container, Lane, Machine, Sandbox, SandboxState, Step, Timer};
+use crate::machine::{Container, Lane, Machine, Sandbox, SandboxState, Step, Timer};
 use crate::meta::{ContainerMeta, SandboxMeta};
 use crate::status::{ContainerState, ExitStatus, Status};
 
@@ -259,7 +260,7 @@ impl Machine {
             if d.watch
                 && self
                     .config
-                    .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+                    .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
             {
                 self.arm_watch(&target);
             }
@@ -308,7 +309,7 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::UnknownNotPersisted)
+            .has_bug(crate::config::PlantedBug::UnknownNotPersisted)
         {
             written.unknown = false;
         }
@@ -347,7 +348,7 @@ impl Machine {
         if result.is_err()
             && self
                 .config
-                .has_bug(crate::machine::PlantedBug::RecoveryWriteFailureSkips)
+                .has_bug(crate::config::PlantedBug::RecoveryWriteFailureSkips)
         {
             // containerd: the container is skipped (gone from the store, name released).
             self.containers.remove(&id);
@@ -407,7 +408,7 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+            .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
         {
             self.progress_sandbox_of(&id);
             return;

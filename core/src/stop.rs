@@ -31,7 +31,7 @@ impl Machine {
         if c.guard == Some(Guard::Starting)
             && self
                 .config
-                .has_bug(crate::machine::PlantedBug::StopDuringStartIgnored)
+                .has_bug(crate::config::PlantedBug::StopDuringStartIgnored)
         {
             self.reply(req, Ok(Response::Done));
             return;
