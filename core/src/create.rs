@@ -8,8 +8,9 @@
 use crate::error::CommandError;
 use crate::ids::{ContainerId, RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
-use crate::machine::{Container, Creating, Machine, SandboxState, Step};
+use crate::machine::{Machine, Step};
 use crate::meta::{ContainerConfig, ContainerMeta};
+use crate::record::{Container, Creating, SandboxState};
 use crate::status::Status;
 use crate::validate::{join_log_path, validate_container_config};
 

@@ -16,7 +16,8 @@ use crate::io::Response;
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Lane, Machine, PendingExit, Step, Timer, Waiter};
+use crate::machine::{Machine, Step, Timer};
+use crate::record::{Container, Lane, PendingExit, Waiter};
 use crate::status::{ContainerState, ExitStatus, Status};
 
 impl Machine {
@@ -136,10 +137,7 @@ impl Machine {
 
     fn is_finished(&self, target: &Target) -> bool {
         match target {
-            Target::Container(id) => self
-                .containers
-                .get(id)
-                .is_none_or(|c| c.exit.is_some() || c.state() == ContainerState::Exited),
+            Target::Container(id) => self.containers.get(id).is_none_or(Container::is_finished),
             Target::Sandbox(id) => self.sandboxes.get(id).is_none_or(|s| s.exit.is_some()),
         }
     }
@@ -389,10 +387,7 @@ impl Machine {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if !c.cleanup.is_idle() || c.exit.is_some() || c.guard == Some(Guard::Starting) {
-            return;
-        }
-        if !matches!(c.state(), ContainerState::Exited | ContainerState::Created) {
+        if !c.nothing_to_stop() {
             return;
         }
         let (stops, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut c.waiters)

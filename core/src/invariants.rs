@@ -2,7 +2,8 @@
 //! simulator after every step.
 
 use crate::error::Guard;
-use crate::machine::{Lane, Machine, SandboxState, Step};
+use crate::machine::{Machine, Step};
+use crate::record::{Lane, SandboxState};
 use crate::status::ContainerState;
 
 /// The first invariant found broken, with the ids involved.
@@ -240,8 +241,8 @@ mod tests {
     use crate::config::Config;
     use crate::ids::{ContainerId, SandboxId};
     use crate::io::Now;
-    use crate::machine::Container;
     use crate::meta::{ContainerConfig, ContainerMeta};
+    use crate::record::Container;
     use crate::status::Status;
 
     fn id(c: char) -> String {
@@ -326,7 +327,7 @@ mod tests {
         };
         clash.sandboxes.insert(
             sid.clone(),
-            crate::machine::Sandbox::new(meta, SandboxState::NotReady, 0),
+            crate::record::Sandbox::new(meta, SandboxState::NotReady, 0),
         );
         clash.sandbox_names.reserve("pod", &sid).unwrap();
         assert!(violation(&clash).contains("names both a container and a sandbox"));

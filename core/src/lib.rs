@@ -65,6 +65,7 @@ mod invariants;
 mod io;
 mod machine;
 mod meta;
+mod record;
 mod recovery;
 mod registry;
 mod remove;
@@ -92,11 +93,12 @@ pub use io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind, Now,
     PersistAction, PersistError, Response, Target, TaskState,
 };
-pub use machine::{Container, Machine, Sandbox, SandboxState};
+pub use machine::Machine;
 pub use meta::{
     ContainerConfig, ContainerMeta, META_VERSION, MetaError, NamespaceMode, SandboxConfig,
     SandboxMeta,
 };
+pub use record::{Container, Sandbox, SandboxState};
 pub use recovery::{
     CheckpointProblem, Decision, RecoveredContainer, RecoveredSandbox, RecoveryInput, decide,
     decide_sandbox,

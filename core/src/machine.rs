@@ -7,205 +7,16 @@ use std::time::Duration;
 
 // Re-exported here too: `testing` reaches the config as `machine::Config`.
 pub(crate) use crate::config::Config;
-use crate::error::{CommandError, Guard};
+use crate::error::CommandError;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::io::{
     BackendError, Call, CallResult, Command, Effect, Event, EventKind, Now, PersistAction,
     PersistError, Response, Target,
 };
 use crate::meta::{ContainerMeta, SandboxMeta};
+use crate::record::{Container, Creating, Sandbox};
 use crate::registry::NameRegistry;
-use crate::status::{ContainerState, ExitStatus, Status};
-
-/// Sandbox state (spec §6.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SandboxState {
-    /// The pause task runs.
-    Ready,
-    /// The pause task does not run.
-    NotReady,
-    /// Could not be established (reported to CRI as NOTREADY).
-    Unknown,
-}
-
-/// A lane of background work on one object: idle, one call in flight, or waiting to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Lane {
-    #[default]
-    Idle,
-    InFlight(OpId),
-    Backoff {
-        attempt: u32,
-    },
-}
-
-impl Lane {
-    pub(crate) fn is_idle(self) -> bool {
-        self == Lane::Idle
-    }
-}
-
-/// Who waits for a container's exit to be durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Waiter {
-    /// A StopContainer request.
-    Stop(RequestId),
-    /// A RemoveContainer request (or an internal one, from RemovePodSandbox).
-    Remove(Option<RequestId>),
-}
-
-/// An exit being recorded: persisted first, then the task deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PendingExit {
-    pub exit: ExitStatus,
-    pub lane: Lane,
-}
-
-/// A container the machine knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub(crate) meta: ContainerMeta,
-    /// The durable status (what the last successful persist wrote), except while
-    /// recovery's write is pending (`dirty`).
-    pub(crate) status: Status,
-    pub(crate) guard: Option<Guard>,
-    pub(crate) dirty: Lane,
-    pub(crate) stop_signaled: bool,
-    pub(crate) stop_after_start: Option<Duration>,
-    /// A SIGKILL is in flight.
-    pub(crate) killing: bool,
-    pub(crate) watch: Lane,
-    pub(crate) exit: Option<PendingExit>,
-    pub(crate) cleanup: Lane,
-    pub(crate) waiters: Vec<Waiter>,
-    /// A removal waiting for the background task delete in flight (two deletes of one task
-    /// at once make the loser fail with "ttrpc: closed" when the shim goes away).
-    pub(crate) remove_after_cleanup: Option<Option<RequestId>>,
-    /// Recovery found this container's task running under a CREATED record (a start cut
-    /// short by a crash, never acknowledged) and is making RUNNING durable: the record on
-    /// disk, to go back to if that write fails.
-    pub(crate) adopting: Option<Status>,
-}
-
-impl Container {
-    pub(crate) fn new(meta: ContainerMeta, status: Status) -> Self {
-        Container {
-            meta,
-            status,
-            guard: None,
-            dirty: Lane::Idle,
-            stop_signaled: false,
-            stop_after_start: None,
-            killing: false,
-            watch: Lane::Idle,
-            exit: None,
-            cleanup: Lane::Idle,
-            waiters: Vec::new(),
-            remove_after_cleanup: None,
-            adopting: None,
-        }
-    }
-
-    /// The container's metadata.
-    pub fn meta(&self) -> &ContainerMeta {
-        &self.meta
-    }
-
-    /// Its status record.
-    pub fn status(&self) -> &Status {
-        &self.status
-    }
-
-    /// Derived CRI state.
-    pub fn state(&self) -> ContainerState {
-        self.status.state()
-    }
-
-    /// The guard held by an in-flight operation, if any.
-    pub fn guard(&self) -> Option<Guard> {
-        self.guard
-    }
-
-    /// True while an exit is being recorded (persisted, then the task deleted): the
-    /// container is on its way to EXITED.
-    pub fn is_exiting(&self) -> bool {
-        self.exit.is_some()
-    }
-
-    /// False while recovery's rewrite of this container's record is not yet durable (the
-    /// disk failed and the write is being retried): a crash now would bring back the
-    /// previous record.
-    pub fn is_durable(&self) -> bool {
-        self.dirty.is_idle()
-    }
-
-    /// True while a RemoveContainer is in flight (CRI verbose info `removing`).
-    pub fn is_removing(&self) -> bool {
-        self.guard == Some(Guard::Removing)
-    }
-
-    pub(crate) fn target(&self) -> Target {
-        Target::Container(self.meta.id.clone())
-    }
-}
-
-/// A sandbox the machine knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sandbox {
-    pub(crate) meta: SandboxMeta,
-    pub(crate) state: SandboxState,
-    pub(crate) pid: u32,
-    pub(crate) exit: Option<ExitStatus>,
-    pub(crate) removing: bool,
-    pub(crate) stop_waiters: Vec<RequestId>,
-    pub(crate) remove_waiters: Vec<RequestId>,
-    pub(crate) killing: bool,
-    pub(crate) watch: Lane,
-    pub(crate) cleanup: Lane,
-    pub(crate) deleting: bool,
-}
-
-impl Sandbox {
-    pub(crate) fn new(meta: SandboxMeta, state: SandboxState, pid: u32) -> Self {
-        Sandbox {
-            meta,
-            state,
-            pid,
-            exit: None,
-            removing: false,
-            stop_waiters: Vec::new(),
-            remove_waiters: Vec::new(),
-            killing: false,
-            watch: Lane::Idle,
-            cleanup: Lane::Idle,
-            deleting: false,
-        }
-    }
-
-    /// Its metadata.
-    pub fn meta(&self) -> &SandboxMeta {
-        &self.meta
-    }
-
-    /// Its state.
-    pub fn state(&self) -> SandboxState {
-        self.state
-    }
-
-    /// Pid of the pause process while Ready; 0 otherwise.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// How the pause task ended, if it did.
-    pub fn exit(&self) -> Option<ExitStatus> {
-        self.exit
-    }
-
-    pub(crate) fn target(&self) -> Target {
-        Target::Sandbox(self.meta.id.clone())
-    }
-}
+use crate::status::{ExitStatus, Status};
 
 /// What an outstanding effect's outcome means: the step of the operation it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,17 +151,6 @@ pub(crate) enum Timer {
     RetryPersist { id: ContainerId, attempt: u32 },
     /// Re-observe a task recovery could not observe.
     RetryObserve { target: Target, attempt: u32 },
-}
-
-/// An object being created: its name and id are held, it is not yet visible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Creating<M> {
-    pub req: RequestId,
-    pub meta: M,
-    /// The creation time recorded once the containerd record exists.
-    pub created_at: i64,
-    /// Sandboxes: the pause task's pid once created.
-    pub pid: u32,
 }
 
 /// berth's lifecycle state machine. See the crate documentation for the driving contract.
@@ -701,16 +501,5 @@ impl Machine {
             Timer::RetryPersist { id, attempt } => self.retry_recover_persist(id, attempt),
             Timer::RetryObserve { target, attempt } => self.observe(target, attempt),
         }
-    }
-
-    /// True if `id` names a container or sandbox that exists or is being created.
-    pub(crate) fn id_in_use(&self, id: &str) -> bool {
-        let as_container = ContainerId::new(id).ok();
-        let as_sandbox = SandboxId::new(id).ok();
-        as_container
-            .is_some_and(|c| self.containers.contains_key(&c) || self.creating.contains_key(&c))
-            || as_sandbox.is_some_and(|s| {
-                self.sandboxes.contains_key(&s) || self.creating_sandboxes.contains_key(&s)
-            })
     }
 }

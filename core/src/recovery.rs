@@ -24,8 +24,9 @@ use crate::ids::ContainerId;
 use crate::io::{
     BackendError, Call, CallResult, Now, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Container, Lane, Machine, Sandbox, SandboxState, Step, Timer};
+use crate::machine::{Machine, Step, Timer};
 use crate::meta::{ContainerMeta, SandboxMeta};
+use crate::record::{Container, Lane, Sandbox, SandboxState};
 use crate::status::{ContainerState, ExitStatus, Status};
 
 /// Why a container's checkpoint could not be used.
@@ -275,31 +276,7 @@ impl Machine {
         }
     }
 
-    fn set_guard(&mut self, id: &ContainerId, guard: Option<Guard>) {
-        if let Some(c) = self.containers.get_mut(id) {
-            c.guard = guard;
-        }
-    }
-
-    /// A write of the container's record failed: the disk may hold the previous record or
-    /// the one that failed (a rename can land before its directory fsync fails). The record
-    /// memory holds is rewritten, retried with backoff, until durable; meanwhile the
-    /// container is held as during recovery's rewrite (start, remove and update answer
-    /// busy; an exit is kept and its write, carrying the whole record, replaces the rewrite).
-    /// A container held by another operation (a removal, which deletes the record) is left
-    /// to it.
-    pub(crate) fn rewrite_record(&mut self, id: &ContainerId) {
-        let Some(c) = self.containers.get(id) else {
-            return;
-        };
-        if c.guard.is_some() || c.exit.is_some() || !c.dirty.is_idle() {
-            return;
-        }
-        self.set_guard(id, Some(Guard::Recovering));
-        self.recover_persist(id, 0);
-    }
-
-    fn recover_persist(&mut self, id: &ContainerId, attempt: u32) {
+    pub(crate) fn recover_persist(&mut self, id: &ContainerId, attempt: u32) {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
@@ -359,7 +336,7 @@ impl Machine {
             return;
         };
         let adopting = c.adopting.take();
-        if c.exit.is_some_and(|p| p.lane == Lane::Idle) {
+        if c.has_deferred_exit() {
             // An exit arrived meanwhile: its write carries the whole record.
             c.dirty = Lane::Idle;
             c.guard = None;
@@ -450,12 +427,10 @@ impl Machine {
     /// Re-observes a task recovery could not observe.
     pub(crate) fn observe(&mut self, target: Target, attempt: u32) {
         let still_unknown = match &target {
-            Target::Container(id) => self.containers.get(id).is_some_and(|c| {
-                c.state() == ContainerState::Unknown
-                    && c.watch.is_idle()
-                    && c.exit.is_none()
-                    && c.guard.is_none()
-            }),
+            Target::Container(id) => self
+                .containers
+                .get(id)
+                .is_some_and(|c| c.awaits_observation() && c.watch.is_idle()),
             Target::Sandbox(id) => self
                 .sandboxes
                 .get(id)
@@ -490,7 +465,7 @@ impl Machine {
                 let Some(c) = self.containers.get(&id) else {
                     return;
                 };
-                if c.state() != ContainerState::Unknown || c.guard.is_some() || c.exit.is_some() {
+                if !c.awaits_observation() {
                     return;
                 }
                 let d = decide(

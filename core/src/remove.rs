@@ -11,7 +11,8 @@ use crate::ids::{ContainerId, RequestId};
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
 };
-use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::machine::{Machine, Step, Timer};
+use crate::record::Waiter;
 use crate::status::ContainerState;
 use std::time::Duration;
 
@@ -21,15 +22,8 @@ impl Machine {
             self.reply(req, Ok(Response::Done));
             return;
         };
-        if let Some(guard) = c.guard {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "remove",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_remove() {
+            self.reply(req, Err(e));
             return;
         }
         if c.exit.is_some() {
@@ -54,21 +48,14 @@ impl Machine {
             }
             return;
         };
-        if let Some(guard) = c.guard {
+        if let Err(e) = c.can_remove() {
             if let Some(req) = req {
-                self.reply(
-                    req,
-                    Err(CommandError::Busy {
-                        id: id.clone(),
-                        op: "remove",
-                        guard,
-                    }),
-                );
+                self.reply(req, Err(e));
             }
             return;
         }
         c.guard = Some(Guard::Removing);
-        if matches!(c.cleanup, crate::machine::Lane::InFlight(_)) {
+        if matches!(c.cleanup, crate::record::Lane::InFlight(_)) {
             c.remove_after_cleanup = Some(req);
             return;
         }

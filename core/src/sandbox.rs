@@ -10,8 +10,9 @@ use crate::error::CommandError;
 use crate::error::Guard;
 use crate::ids::{ContainerId, RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, EventKind, Response, Target};
-use crate::machine::{Creating, Machine, Sandbox, SandboxState, Step};
+use crate::machine::{Machine, Step};
 use crate::meta::{SandboxConfig, SandboxMeta};
+use crate::record::{Creating, Sandbox, SandboxState};
 use crate::signal::SIGKILL;
 use crate::status::{ContainerState, ExitStatus};
 use crate::validate::validate_sandbox_config;
@@ -316,7 +317,11 @@ impl Machine {
         // 3. every container removed.
         if !members.is_empty() {
             for cid in &members {
-                if self.containers.get(cid).is_some_and(|c| c.guard.is_none()) {
+                if self
+                    .containers
+                    .get(cid)
+                    .is_some_and(|c| c.can_remove().is_ok())
+                {
                     self.begin_remove(cid, None);
                 }
             }
@@ -327,7 +332,7 @@ impl Machine {
         let Some(s) = self.sandboxes.get_mut(id) else {
             return;
         };
-        if matches!(s.cleanup, crate::machine::Lane::InFlight(_)) {
+        if matches!(s.cleanup, crate::record::Lane::InFlight(_)) {
             return;
         }
         if !s.deleting {

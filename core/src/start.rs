@@ -13,7 +13,8 @@
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
-use crate::machine::{Machine, SandboxState, Step, Waiter};
+use crate::machine::{Machine, Step};
+use crate::record::{SandboxState, Waiter};
 use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON};
 
 impl Machine {
@@ -23,33 +24,8 @@ impl Machine {
             return;
         };
         // containerd's order: state, removing, starting (spec §4.2 step 2).
-        let state = c.state();
-        if state != ContainerState::Created {
-            self.reply(
-                req,
-                Err(CommandError::InvalidState {
-                    id,
-                    op: "start",
-                    state,
-                }),
-            );
-            return;
-        }
-        // A stale task still being deleted would collide with (or, deleted late, kill) the
-        // new one.
-        let guard = c
-            .guard
-            .or(c.exit.map(|_| Guard::Exiting))
-            .or((!c.cleanup.is_idle()).then_some(Guard::CleaningUp));
-        if let Some(guard) = guard {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "start",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_start() {
+            self.reply(req, Err(e));
             return;
         }
         c.guard = Some(Guard::Starting);
@@ -258,10 +234,7 @@ impl Machine {
         self.reply(req, Err(error));
         // Stops waiting on this start are satisfied once nothing runs: at once, or when the
         // background delete of a task the rollback could not delete has finished.
-        let task_lingers = self
-            .containers
-            .get(&id)
-            .is_some_and(|c| !c.cleanup.is_idle());
+        let task_lingers = self.containers.get(&id).is_some_and(|c| c.task_lingers());
         for w in waiters {
             match w {
                 // The disk may hold this start's RUNNING record: see `answer_idle_stop`.

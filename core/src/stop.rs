@@ -12,7 +12,8 @@ use crate::error::CommandError;
 use crate::error::Guard;
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{BackendError, Call, CallResult, Response, Target};
-use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::machine::{Machine, Step, Timer};
+use crate::record::{Container, Waiter};
 use crate::signal::SIGKILL;
 use crate::status::ContainerState;
 
@@ -45,11 +46,13 @@ impl Machine {
             return;
         }
         match c.state() {
+            ContainerState::Created | ContainerState::Exited if c.nothing_to_stop() => {
+                self.answer_idle_stop(&id, req)
+            }
             // A task the failed start could not delete still runs: answer once it is gone.
-            ContainerState::Exited | ContainerState::Created if !c.cleanup.is_idle() => {
+            ContainerState::Exited | ContainerState::Created => {
                 c.waiters.push(Waiter::Stop(req));
             }
-            ContainerState::Created | ContainerState::Exited => self.answer_idle_stop(&id, req),
             ContainerState::Running | ContainerState::Unknown => {
                 c.waiters.push(Waiter::Stop(req));
                 self.begin_stop(&id, timeout);
@@ -64,10 +67,7 @@ impl Machine {
     /// the task of a start it rolled back, whose process still runs (sim seed 2073281).
     /// Busy then, like start and remove, until the record is durable.
     pub(crate) fn answer_idle_stop(&mut self, id: &ContainerId, req: RequestId) {
-        let settled = self
-            .containers
-            .get(id)
-            .is_none_or(|c| c.dirty.is_idle() && c.guard != Some(Guard::Recovering));
+        let settled = self.containers.get(id).is_none_or(Container::is_settled);
         if settled {
             self.reply(req, Ok(Response::Done));
         } else {
@@ -93,7 +93,7 @@ impl Machine {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if c.exit.is_some() || c.state() == ContainerState::Exited {
+        if c.is_finished() {
             return;
         }
         let target = c.target();

@@ -8,8 +8,8 @@
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{PersistAction, PersistError, Response};
-use crate::machine::{Lane, Machine, Step};
-use crate::status::{ContainerState, Resources, Status};
+use crate::machine::{Machine, Step};
+use crate::status::{Resources, Status};
 
 impl Machine {
     pub(crate) fn update_resources(
@@ -22,31 +22,8 @@ impl Machine {
             self.reply(req, Err(CommandError::ContainerNotFound { id }));
             return;
         };
-        let state = c.state();
-        if state == ContainerState::Exited {
-            self.reply(
-                req,
-                Err(CommandError::InvalidState {
-                    id,
-                    op: "update resources of",
-                    state,
-                }),
-            );
-            return;
-        }
-        let busy = c
-            .guard
-            .or(c.exit.map(|_| Guard::Exiting))
-            .or((!c.dirty.is_idle()).then_some(Guard::Recovering));
-        if let Some(guard) = busy {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "update resources of",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_update() {
+            self.reply(req, Err(e));
             return;
         }
         c.guard = Some(Guard::Updating);
@@ -75,7 +52,7 @@ impl Machine {
             return;
         };
         c.guard = None;
-        let deferred_exit = c.exit.is_some_and(|p| p.lane == Lane::Idle);
+        let deferred_exit = c.has_deferred_exit();
         let failed = result.is_err();
         match result {
             Ok(()) => {
