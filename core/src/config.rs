@@ -1,5 +1,5 @@
 //! The machine's tunables ([`Config`]) and, under feature `planted-bugs`, the deliberate
-//! bugs a test can switch on to prove that the checks catch them ([`PlantedBug`]).
+//! bugs a test can switch on to prove that the checks catch them (`PlantedBug`).
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! simulator after every step.
 
 use crate::error::Guard;
+use crate::exit::ExitStep;
 use crate::machine::{Machine, Step};
 use crate::record::{Lane, SandboxState};
 use crate::status::ContainerState;
@@ -125,7 +126,7 @@ impl Machine {
                 ensure!(
                     matches!(
                         self.steps.get(&op),
-                        Some(Step::Wait { .. } | Step::Resync { .. })
+                        Some(Step::Exit(ExitStep::Wait { .. } | ExitStep::Resync { .. }))
                     ),
                     "container {id}'s watch lane points at a non-watch step"
                 );

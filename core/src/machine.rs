@@ -1,13 +1,18 @@
 //! The state machine: state, the input/output plumbing, timers and lanes. Each lifecycle
 //! operation lives in its own file (`create.rs`, `start.rs`, `exit.rs`, `stop.rs`,
-//! `remove.rs`, `sandbox.rs`, `recovery.rs`).
+//! `remove.rs`, `update.rs`, `recovery.rs`, and `sandbox/` for the pod operations) and owns
+//! its steps: their type, and what the outcome of each does. This file only forwards an
+//! outcome to the operation its step belongs to. The records and what several operations
+//! share live in `record.rs`, the tunables in `config.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 // Re-exported here too: `testing` reaches the config as `machine::Config`.
 pub(crate) use crate::config::Config;
+use crate::create::CreateStep;
 use crate::error::CommandError;
+use crate::exit::ExitStep;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::io::{
     BackendError, Call, CallResult, Command, Effect, Event, EventKind, Now, PersistAction,
@@ -15,126 +20,95 @@ use crate::io::{
 };
 use crate::meta::{ContainerMeta, SandboxMeta};
 use crate::record::{Container, Creating, Sandbox};
+use crate::recovery::RecoveryStep;
 use crate::registry::NameRegistry;
-use crate::status::{ExitStatus, Status};
+use crate::remove::RemoveStep;
+use crate::sandbox::{RemoveSandboxStep, RunSandboxStep, StopSandboxStep};
+use crate::start::StartStep;
+use crate::status::ExitStatus;
+use crate::stop::StopStep;
+use crate::update::UpdateStep;
 
 /// What an outstanding effect's outcome means: the step of the operation it belongs to.
+/// Each operation owns its step type and what an outcome does to each step; this enum only
+/// names the operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    CreateRecord {
-        id: ContainerId,
-    },
-    CreatePersist {
-        id: ContainerId,
-    },
-    CreateRollback {
-        id: ContainerId,
-        error: CommandError,
-    },
-    CreateRollbackCheckpoint {
-        id: ContainerId,
-        error: CommandError,
-    },
-    StartCreateTask {
-        id: ContainerId,
-        req: RequestId,
-    },
-    StartStartTask {
-        id: ContainerId,
-        req: RequestId,
-    },
-    StartPersist {
-        id: ContainerId,
-        req: RequestId,
-        status: Status,
-    },
-    StartRollbackTask {
-        id: ContainerId,
-        req: RequestId,
-        error: CommandError,
-    },
-    StartRecordFailure {
-        id: ContainerId,
-        req: RequestId,
-        error: CommandError,
-        status: Status,
-    },
-    Wait {
-        target: Target,
-    },
-    Resync {
-        target: Target,
-        attempt: u32,
-    },
-    ExitPersist {
-        id: ContainerId,
-        attempt: u32,
-        status: Status,
-    },
-    Cleanup {
-        target: Target,
-        attempt: u32,
-    },
-    Kill {
-        id: ContainerId,
-        signal: i32,
-    },
-    RemoveTask {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RemoveRecord {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RemoveCheckpoint {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RecoverPersist {
-        id: ContainerId,
-        attempt: u32,
-        status: Status,
-    },
-    RecoverTaskDelete {
-        id: ContainerId,
-    },
-    UpdatePersist {
-        id: ContainerId,
-        req: RequestId,
-        status: Status,
-    },
-    RecoverObserve {
-        target: Target,
-        attempt: u32,
-    },
-    SandboxCreateRecord {
-        id: SandboxId,
-    },
-    SandboxCreateTask {
-        id: SandboxId,
-    },
-    SandboxStartTask {
-        id: SandboxId,
-    },
-    SandboxRollbackTask {
-        id: SandboxId,
-        error: CommandError,
-    },
-    SandboxRollbackRecord {
-        id: SandboxId,
-        error: CommandError,
-    },
-    SandboxKill {
-        id: SandboxId,
-    },
-    SandboxDeleteTask {
-        id: SandboxId,
-    },
-    SandboxDeleteRecord {
-        id: SandboxId,
-    },
+    Create(CreateStep),
+    Start(StartStep),
+    Stop(StopStep),
+    Exit(ExitStep),
+    Remove(RemoveStep),
+    Update(UpdateStep),
+    Recovery(RecoveryStep),
+    RunSandbox(RunSandboxStep),
+    StopSandbox(StopSandboxStep),
+    RemoveSandbox(RemoveSandboxStep),
 }
+
+/// The steps of one operation: which of them waits for a call result and which for a
+/// persist outcome, and what the operation does with that outcome.
+pub(crate) trait OperationStep: Sized {
+    /// Handles the result of the call this step emitted. A step that waits for a persist
+    /// outcome instead is handed back untouched.
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self>;
+
+    /// Handles the outcome of the persist this step emitted. A step that waits for a call
+    /// result instead is handed back untouched.
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self>;
+}
+
+/// Forwards an outcome to the operation the step belongs to.
+macro_rules! forward {
+    ($step:expr, $method:ident, $m:expr, $result:expr) => {
+        match $step {
+            Step::Create(s) => s.$method($m, $result).map(Step::Create),
+            Step::Start(s) => s.$method($m, $result).map(Step::Start),
+            Step::Stop(s) => s.$method($m, $result).map(Step::Stop),
+            Step::Exit(s) => s.$method($m, $result).map(Step::Exit),
+            Step::Remove(s) => s.$method($m, $result).map(Step::Remove),
+            Step::Update(s) => s.$method($m, $result).map(Step::Update),
+            Step::Recovery(s) => s.$method($m, $result).map(Step::Recovery),
+            Step::RunSandbox(s) => s.$method($m, $result).map(Step::RunSandbox),
+            Step::StopSandbox(s) => s.$method($m, $result).map(Step::StopSandbox),
+            Step::RemoveSandbox(s) => s.$method($m, $result).map(Step::RemoveSandbox),
+        }
+    };
+}
+
+impl OperationStep for Step {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        forward!(self, on_call, m, result)
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        forward!(self, on_persisted, m, result)
+    }
+}
+
+/// Lets an operation hand its own step to [`Machine::call`] and [`Machine::persist`].
+macro_rules! step_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Step {
+            fn from(step: $ty) -> Step {
+                Step::$variant(step)
+            }
+        })*
+    };
+}
+
+step_from!(
+    Create(CreateStep),
+    Start(StartStep),
+    Stop(StopStep),
+    Exit(ExitStep),
+    Remove(RemoveStep),
+    Update(UpdateStep),
+    Recovery(RecoveryStep),
+    RunSandbox(RunSandboxStep),
+    StopSandbox(StopSandboxStep),
+    RemoveSandbox(RemoveSandboxStep),
+);
 
 /// A timer the machine armed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,12 +215,7 @@ impl Machine {
         let follow_ups: Vec<OpId> = self
             .steps
             .range(OpId(first_op)..)
-            .filter(|(_, s)| {
-                matches!(
-                    s,
-                    Step::RecoverPersist { .. } | Step::RecoverTaskDelete { .. }
-                )
-            })
+            .filter(|(_, s)| matches!(s, Step::Recovery(r) if r.is_follow_up()))
             .map(|(op, _)| *op)
             .collect();
         self.recovery_outstanding.extend(follow_ups);
@@ -256,48 +225,10 @@ impl Machine {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
-        match step {
-            Step::CreateRecord { id } => self.on_create_record(id, result),
-            Step::CreateRollback { id, error } => self.on_create_rollback(id, error, result),
-            Step::StartCreateTask { id, req } => self.on_start_create_task(id, req, result),
-            Step::StartStartTask { id, req } => self.on_start_start_task(id, req, result),
-            Step::StartRollbackTask { id, req, error } => {
-                self.on_start_rollback_task(id, req, error, result)
-            }
-            Step::Wait { target } => self.on_wait(target, result),
-            Step::Resync { target, attempt } => self.on_resync(target, attempt, result),
-            Step::Cleanup { target, attempt } => self.on_cleanup(target, attempt, result),
-            Step::Kill { id, signal } => self.on_kill(id, signal, result),
-            Step::RemoveTask { id, req } => self.on_remove_task(id, req, result),
-            Step::RemoveRecord { id, req } => self.on_remove_record(id, req, result),
-            Step::RecoverTaskDelete { id } => self.on_recover_task_delete(id, result),
-            Step::RecoverObserve { target, attempt } => {
-                self.on_recover_observe(target, attempt, result)
-            }
-            Step::SandboxCreateRecord { id } => self.on_sandbox_create_record(id, result),
-            Step::SandboxCreateTask { id } => self.on_sandbox_create_task(id, result),
-            Step::SandboxStartTask { id } => self.on_sandbox_start_task(id, result),
-            Step::SandboxRollbackTask { id, error } => {
-                self.on_sandbox_rollback_task(id, error, result)
-            }
-            Step::SandboxRollbackRecord { id, error } => {
-                self.on_sandbox_rollback_record(id, error, result)
-            }
-            Step::SandboxKill { id } => self.on_sandbox_kill(id, result),
-            Step::SandboxDeleteTask { id } => self.on_sandbox_delete_task(id, result),
-            Step::SandboxDeleteRecord { id } => self.on_sandbox_delete_record(id, result),
-            step @ (Step::CreatePersist { .. }
-            | Step::CreateRollbackCheckpoint { .. }
-            | Step::StartPersist { .. }
-            | Step::StartRecordFailure { .. }
-            | Step::ExitPersist { .. }
-            | Step::RemoveCheckpoint { .. }
-            | Step::RecoverPersist { .. }
-            | Step::UpdatePersist { .. }) => {
-                // A persist outcome delivered as a call result: a driver bug. Put the step
-                // back so the real outcome can still arrive.
-                self.steps.insert(op, step);
-            }
+        if let Some(step) = step.on_call(self, result) {
+            // A persist outcome delivered as a call result: a driver bug. Put the step back
+            // so the real outcome can still arrive.
+            self.steps.insert(op, step);
         }
     }
 
@@ -316,37 +247,9 @@ impl Machine {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
-        match step {
-            Step::CreatePersist { id } => self.on_create_persist(id, result),
-            Step::CreateRollbackCheckpoint { id, error } => {
-                self.on_create_rollback_checkpoint(id, error, result)
-            }
-            Step::StartPersist { id, req, status } => {
-                self.on_start_persist(id, req, status, result)
-            }
-            Step::StartRecordFailure {
-                id,
-                req,
-                error,
-                status,
-            } => self.on_start_record_failure(id, req, error, status, result),
-            Step::ExitPersist {
-                id,
-                attempt,
-                status,
-            } => self.on_exit_persist(id, attempt, status, result),
-            Step::RemoveCheckpoint { id, req } => self.on_remove_checkpoint(id, req, result),
-            Step::RecoverPersist {
-                id,
-                attempt,
-                status,
-            } => self.on_recover_persist(id, attempt, status, result),
-            Step::UpdatePersist { id, req, status } => {
-                self.on_update_persist(id, req, status, result)
-            }
-            other => {
-                self.steps.insert(op, other);
-            }
+        if let Some(step) = step.on_persisted(self, result) {
+            // A call result delivered as a persist outcome: put the step back likewise.
+            self.steps.insert(op, step);
         }
     }
 
@@ -455,16 +358,21 @@ impl Machine {
         op
     }
 
-    pub(crate) fn call(&mut self, step: Step, call: Call) -> OpId {
+    pub(crate) fn call(&mut self, step: impl Into<Step>, call: Call) -> OpId {
         let op = self.next_op();
-        self.steps.insert(op, step);
+        self.steps.insert(op, step.into());
         self.effects.push_back(Effect::Call { op, call });
         op
     }
 
-    pub(crate) fn persist(&mut self, step: Step, id: &ContainerId, action: PersistAction) -> OpId {
+    pub(crate) fn persist(
+        &mut self,
+        step: impl Into<Step>,
+        id: &ContainerId,
+        action: PersistAction,
+    ) -> OpId {
         let op = self.next_op();
-        self.steps.insert(op, step);
+        self.steps.insert(op, step.into());
         self.effects.push_back(Effect::Persist {
             op,
             id: id.clone(),

@@ -20,14 +20,70 @@
 
 use crate::config::Config;
 use crate::error::Guard;
+use crate::exit::ExitStep;
 use crate::ids::ContainerId;
 use crate::io::{
     BackendError, Call, CallResult, Now, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Machine, Step, Timer};
+use crate::machine::{Machine, OperationStep, Step, Timer};
 use crate::meta::{ContainerMeta, SandboxMeta};
 use crate::record::{Container, Lane, Sandbox, SandboxState};
 use crate::status::{ContainerState, ExitStatus, Status};
+
+/// The steps of recovery (and of the rewrite of a record after a failed write, which
+/// holds the container as recovery does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecoveryStep {
+    /// The write of the recovered (or rewritten) record.
+    Persist {
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+    },
+    /// `Tasks.Delete` with kill of a Created task, or of a start cut short whose RUNNING
+    /// record could not be written.
+    TaskDelete { id: ContainerId },
+    /// `Tasks.Get` of a task recovery could not observe.
+    Observe { target: Target, attempt: u32 },
+}
+
+impl RecoveryStep {
+    /// A step recovery may start once another of its steps had an outcome (a checkpoint
+    /// rewrite after a task delete): recovery is not over until it has had one too.
+    pub(crate) fn is_follow_up(&self) -> bool {
+        matches!(
+            self,
+            RecoveryStep::Persist { .. } | RecoveryStep::TaskDelete { .. }
+        )
+    }
+}
+
+impl OperationStep for RecoveryStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RecoveryStep::TaskDelete { id } => m.on_recover_task_delete(id, result),
+            RecoveryStep::Observe { target, attempt } => {
+                m.on_recover_observe(target, attempt, result)
+            }
+            step @ RecoveryStep::Persist { .. } => return Some(step),
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            RecoveryStep::Persist {
+                id,
+                attempt,
+                status,
+            } => m.on_recover_persist(id, attempt, status, result),
+            step @ (RecoveryStep::TaskDelete { .. } | RecoveryStep::Observe { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+}
 
 /// Why a container's checkpoint could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +284,7 @@ impl Machine {
         }
         let before: Vec<_> = m.steps.keys().copied().collect();
         for op in before {
-            if !matches!(m.steps.get(&op), Some(Step::Wait { .. })) {
+            if !matches!(m.steps.get(&op), Some(Step::Exit(ExitStep::Wait { .. }))) {
                 m.recovery_outstanding.insert(op);
             }
         }
@@ -250,7 +306,7 @@ impl Machine {
         if d.delete_created_task {
             self.set_guard(id, Some(Guard::Recovering));
             self.call(
-                Step::RecoverTaskDelete { id: id.clone() },
+                RecoveryStep::TaskDelete { id: id.clone() },
                 Call::DeleteTask { target, kill: true },
             );
             return;
@@ -291,7 +347,7 @@ impl Machine {
             written.unknown = false;
         }
         let op = self.persist(
-            Step::RecoverPersist {
+            RecoveryStep::Persist {
                 id: id.clone(),
                 attempt,
                 status,
@@ -314,7 +370,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_recover_persist(
+    fn on_recover_persist(
         &mut self,
         id: ContainerId,
         attempt: u32,
@@ -355,7 +411,7 @@ impl Machine {
             c.dirty = Lane::Idle;
             let target = c.target();
             self.call(
-                Step::RecoverTaskDelete { id },
+                RecoveryStep::TaskDelete { id },
                 Call::DeleteTask { target, kill: true },
             );
             return;
@@ -402,7 +458,7 @@ impl Machine {
         self.progress_sandbox_of(&id);
     }
 
-    pub(crate) fn on_recover_task_delete(
+    fn on_recover_task_delete(
         &mut self,
         id: ContainerId,
         result: Result<CallResult, BackendError>,
@@ -438,7 +494,7 @@ impl Machine {
         };
         if still_unknown {
             self.call(
-                Step::RecoverObserve {
+                RecoveryStep::Observe {
                     target: target.clone(),
                     attempt,
                 },
@@ -447,7 +503,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_recover_observe(
+    fn on_recover_observe(
         &mut self,
         target: Target,
         attempt: u32,

@@ -11,10 +11,49 @@ use crate::ids::{ContainerId, RequestId};
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
 };
-use crate::machine::{Machine, Step, Timer};
+use crate::machine::{Machine, OperationStep, Timer};
 use crate::record::Waiter;
 use crate::status::ContainerState;
 use std::time::Duration;
+
+/// The steps of RemoveContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemoveStep {
+    /// `Tasks.Delete` with kill.
+    Task {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    /// `Containers.Delete`.
+    Record {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    /// The checkpoint deleted.
+    Checkpoint {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+}
+
+impl OperationStep for RemoveStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RemoveStep::Task { id, req } => m.on_remove_task(id, req, result),
+            RemoveStep::Record { id, req } => m.on_remove_record(id, req, result),
+            step @ RemoveStep::Checkpoint { .. } => return Some(step),
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            RemoveStep::Checkpoint { id, req } => m.on_remove_checkpoint(id, req, result),
+            step @ (RemoveStep::Task { .. } | RemoveStep::Record { .. }) => return Some(step),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn remove_container(&mut self, req: RequestId, id: ContainerId) {
@@ -61,7 +100,7 @@ impl Machine {
         }
         let target = c.target();
         self.call(
-            Step::RemoveTask {
+            RemoveStep::Task {
                 id: id.clone(),
                 req,
             },
@@ -80,7 +119,7 @@ impl Machine {
         };
         let target = c.target();
         self.call(
-            Step::RemoveTask {
+            RemoveStep::Task {
                 id: id.clone(),
                 req,
             },
@@ -88,7 +127,7 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_remove_task(
+    fn on_remove_task(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,
@@ -99,14 +138,14 @@ impl Machine {
             _ => {
                 let target = Target::Container(id.clone());
                 self.call(
-                    Step::RemoveRecord { id, req },
+                    RemoveStep::Record { id, req },
                     Call::DeleteContainer(target),
                 );
             }
         }
     }
 
-    pub(crate) fn on_remove_record(
+    fn on_remove_record(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,
@@ -116,7 +155,7 @@ impl Machine {
             Err(error) if !error.is_not_found() => self.fail_remove(&id, req, error_of(&id, error)),
             _ => {
                 self.persist(
-                    Step::RemoveCheckpoint {
+                    RemoveStep::Checkpoint {
                         id: id.clone(),
                         req,
                     },
@@ -127,7 +166,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_remove_checkpoint(
+    fn on_remove_checkpoint(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,

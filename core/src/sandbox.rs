@@ -6,202 +6,24 @@
 //! durable), then the pause task is killed → NotReady. Remove: stop, remove every container,
 //! delete the pause task and record, release the name.
 
-use crate::error::CommandError;
-use crate::error::Guard;
+use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId, SandboxId};
-use crate::io::{BackendError, Call, CallResult, EventKind, Response, Target};
-use crate::machine::{Machine, Step};
+use crate::io::{BackendError, Call, CallResult, EventKind, PersistError, Response, Target};
+use crate::machine::{Machine, OperationStep, Timer};
 use crate::meta::{SandboxConfig, SandboxMeta};
-use crate::record::{Creating, Sandbox, SandboxState};
+use crate::record::{Creating, Lane, Sandbox, SandboxState};
 use crate::signal::SIGKILL;
 use crate::status::{ContainerState, ExitStatus};
 use crate::validate::validate_sandbox_config;
 use std::time::Duration;
 
 impl Machine {
-    pub(crate) fn run_pod_sandbox(&mut self, req: RequestId, id: SandboxId, config: SandboxConfig) {
-        if let Err(e) = validate_sandbox_config(&config) {
-            self.reply(req, Err(e));
-            return;
-        }
-        if self.id_in_use(id.as_str()) {
-            self.reply(req, Err(CommandError::IdInUse { id: id.to_string() }));
-            return;
-        }
-        let name = config.reservation_name();
-        if let Err(e) = self.sandbox_names.reserve(&name, &id) {
-            self.reply(req, Err(CommandError::NameReserved(e)));
-            return;
-        }
-        let meta = SandboxMeta {
-            id: id.clone(),
-            name,
-            config,
-            created_at: self.wall(),
-        };
-        self.creating_sandboxes.insert(
-            id.clone(),
-            Creating {
-                req,
-                meta: meta.clone(),
-                created_at: meta.created_at,
-                pid: 0,
-            },
-        );
-        self.call(
-            Step::SandboxCreateRecord { id },
-            Call::CreateSandbox(Box::new(meta)),
-        );
-    }
-
+    /// A backend error of a pod operation, naming the sandbox.
     fn sandbox_error(op: &'static str, id: &SandboxId, error: BackendError) -> CommandError {
         CommandError::Backend {
             op,
             target: format!("sandbox {id}"),
             error,
-        }
-    }
-
-    pub(crate) fn on_sandbox_create_record(
-        &mut self,
-        id: SandboxId,
-        result: Result<CallResult, BackendError>,
-    ) {
-        match result {
-            Ok(_) => {
-                self.call(
-                    Step::SandboxCreateTask { id: id.clone() },
-                    Call::CreateTask(Target::Sandbox(id)),
-                );
-            }
-            Err(e) => {
-                let error = Self::sandbox_error("run pod sandbox", &id, e);
-                self.call(
-                    Step::SandboxRollbackRecord {
-                        id: id.clone(),
-                        error,
-                    },
-                    Call::DeleteContainer(Target::Sandbox(id)),
-                );
-            }
-        }
-    }
-
-    pub(crate) fn on_sandbox_create_task(
-        &mut self,
-        id: SandboxId,
-        result: Result<CallResult, BackendError>,
-    ) {
-        match result {
-            Ok(_) => {
-                self.call(
-                    Step::SandboxStartTask { id: id.clone() },
-                    Call::StartTask(Target::Sandbox(id)),
-                );
-            }
-            Err(e) => {
-                let error = Self::sandbox_error("create pause task of", &id, e);
-                self.sandbox_rollback_task(id, error);
-            }
-        }
-    }
-
-    pub(crate) fn on_sandbox_start_task(
-        &mut self,
-        id: SandboxId,
-        result: Result<CallResult, BackendError>,
-    ) {
-        match result {
-            Ok(CallResult::Pid(pid)) if pid > 0 => {
-                let Some(creating) = self.creating_sandboxes.remove(&id) else {
-                    return;
-                };
-                let sandbox = Sandbox::new(creating.meta, SandboxState::Ready, pid);
-                let target = sandbox.target();
-                self.sandboxes.insert(id.clone(), sandbox);
-                self.arm_watch(&target);
-                self.event(target.clone(), EventKind::Created);
-                self.event(target, EventKind::Started);
-                self.reply(creating.req, Ok(Response::SandboxCreated(id)));
-            }
-            other => {
-                let e = match other {
-                    Err(e) => e,
-                    Ok(r) => BackendError::new(
-                        crate::io::BackendErrorKind::Other,
-                        "Tasks.Start",
-                        id.as_str(),
-                        format!("unexpected result {r:?}"),
-                    ),
-                };
-                let error = Self::sandbox_error("start pause task of", &id, e);
-                self.sandbox_rollback_task(id, error);
-            }
-        }
-    }
-
-    fn sandbox_rollback_task(&mut self, id: SandboxId, error: CommandError) {
-        self.call(
-            Step::SandboxRollbackTask {
-                id: id.clone(),
-                error,
-            },
-            Call::DeleteTask {
-                target: Target::Sandbox(id),
-                kill: true,
-            },
-        );
-    }
-
-    pub(crate) fn on_sandbox_rollback_task(
-        &mut self,
-        id: SandboxId,
-        error: CommandError,
-        result: Result<CallResult, BackendError>,
-    ) {
-        match result {
-            Err(e) if !e.is_not_found() => {
-                // The pause task may live on; deleting the record now would orphan it.
-                // Keep the sandbox visible (Unknown) so Stop/Remove can clean it up.
-                self.sandbox_rollback_keep(id, SandboxState::Unknown, error);
-            }
-            _ => {
-                self.call(
-                    Step::SandboxRollbackRecord {
-                        id: id.clone(),
-                        error,
-                    },
-                    Call::DeleteContainer(Target::Sandbox(id)),
-                );
-            }
-        }
-    }
-
-    pub(crate) fn on_sandbox_rollback_record(
-        &mut self,
-        id: SandboxId,
-        error: CommandError,
-        result: Result<CallResult, BackendError>,
-    ) {
-        match result {
-            Err(e) if !e.is_not_found() => {
-                self.sandbox_rollback_keep(id, SandboxState::NotReady, error)
-            }
-            _ => {
-                if let Some(creating) = self.creating_sandboxes.remove(&id) {
-                    self.sandbox_names.release_key(&id);
-                    self.reply(creating.req, Err(error));
-                }
-            }
-        }
-    }
-
-    /// A rollback could not finish: the sandbox becomes visible so it can be removed.
-    fn sandbox_rollback_keep(&mut self, id: SandboxId, state: SandboxState, error: CommandError) {
-        if let Some(creating) = self.creating_sandboxes.remove(&id) {
-            self.sandboxes
-                .insert(id, Sandbox::new(creating.meta, state, 0));
-            self.reply(creating.req, Err(error));
         }
     }
 
@@ -223,25 +45,7 @@ impl Machine {
         self.progress_sandbox(id);
     }
 
-    pub(crate) fn stop_pod_sandbox(&mut self, req: RequestId, id: SandboxId) {
-        let Some(s) = self.sandboxes.get_mut(&id) else {
-            self.reply(req, Ok(Response::Done));
-            return;
-        };
-        s.stop_waiters.push(req);
-        self.progress_sandbox(&id);
-    }
-
-    pub(crate) fn remove_pod_sandbox(&mut self, req: RequestId, id: SandboxId) {
-        let Some(s) = self.sandboxes.get_mut(&id) else {
-            self.reply(req, Ok(Response::Done));
-            return;
-        };
-        s.removing = true;
-        s.remove_waiters.push(req);
-        self.progress_sandbox(&id);
-    }
-
+    /// [`Machine::progress_sandbox`] for the pod of `container`.
     pub(crate) fn progress_sandbox_of(&mut self, container: &ContainerId) {
         if let Some(sid) = self
             .containers
@@ -294,16 +98,7 @@ impl Machine {
             return;
         };
         if s.state != SandboxState::NotReady {
-            if !s.killing {
-                s.killing = true;
-                self.call(
-                    Step::SandboxKill { id: id.clone() },
-                    Call::KillTask {
-                        target: Target::Sandbox(id.clone()),
-                        signal: SIGKILL,
-                    },
-                );
-            }
+            self.kill_pause_task(id);
             return;
         }
         let stopped = std::mem::take(&mut s.stop_waiters);
@@ -327,31 +122,286 @@ impl Machine {
             }
             return;
         }
-        // 4. the pause task and record deleted (after any background delete of the pause
-        // task: two deletes at once fail one of them when the shim exits).
+        // 4. the pause task and record deleted.
+        self.delete_pause_task(id);
+    }
+
+    /// A step of a pending StopPodSandbox / RemovePodSandbox failed: every request waiting
+    /// on the sandbox gets the error, and the removal is abandoned (the kubelet retries).
+    pub(crate) fn fail_sandbox_ops(&mut self, id: &SandboxId, error: &CommandError) {
         let Some(s) = self.sandboxes.get_mut(id) else {
             return;
         };
-        if matches!(s.cleanup, crate::record::Lane::InFlight(_)) {
+        s.removing = false;
+        let waiters: Vec<RequestId> = std::mem::take(&mut s.stop_waiters)
+            .into_iter()
+            .chain(std::mem::take(&mut s.remove_waiters))
+            .collect();
+        for req in waiters {
+            self.reply(req, Err(error.clone()));
+        }
+    }
+}
+
+/// The steps of RunPodSandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunSandboxStep {
+    /// `Containers.Create` of the pause container.
+    CreateRecord { id: SandboxId },
+    /// `Tasks.Create` of the pause task.
+    CreateTask { id: SandboxId },
+    /// `Tasks.Start` of the pause task.
+    StartTask { id: SandboxId },
+    /// Rollback: `Tasks.Delete` with kill.
+    RollbackTask { id: SandboxId, error: CommandError },
+    /// Rollback: `Containers.Delete`.
+    RollbackRecord { id: SandboxId, error: CommandError },
+}
+
+impl OperationStep for RunSandboxStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RunSandboxStep::CreateRecord { id } => m.on_sandbox_create_record(id, result),
+            RunSandboxStep::CreateTask { id } => m.on_sandbox_create_task(id, result),
+            RunSandboxStep::StartTask { id } => m.on_sandbox_start_task(id, result),
+            RunSandboxStep::RollbackTask { id, error } => {
+                m.on_sandbox_rollback_task(id, error, result)
+            }
+            RunSandboxStep::RollbackRecord { id, error } => {
+                m.on_sandbox_rollback_record(id, error, result)
+            }
+        }
+        None
+    }
+
+    fn on_persisted(self, _m: &mut Machine, _result: Result<(), PersistError>) -> Option<Self> {
+        // Every step of it waits for a call result.
+        Some(self)
+    }
+}
+
+impl Machine {
+    pub(crate) fn run_pod_sandbox(&mut self, req: RequestId, id: SandboxId, config: SandboxConfig) {
+        if let Err(e) = validate_sandbox_config(&config) {
+            self.reply(req, Err(e));
             return;
         }
-        if !s.deleting {
-            s.deleting = true;
+        if self.id_in_use(id.as_str()) {
+            self.reply(req, Err(CommandError::IdInUse { id: id.to_string() }));
+            return;
+        }
+        let name = config.reservation_name();
+        if let Err(e) = self.sandbox_names.reserve(&name, &id) {
+            self.reply(req, Err(CommandError::NameReserved(e)));
+            return;
+        }
+        let meta = SandboxMeta {
+            id: id.clone(),
+            name,
+            config,
+            created_at: self.wall(),
+        };
+        self.creating_sandboxes.insert(
+            id.clone(),
+            Creating {
+                req,
+                meta: meta.clone(),
+                created_at: meta.created_at,
+                pid: 0,
+            },
+        );
+        self.call(
+            RunSandboxStep::CreateRecord { id },
+            Call::CreateSandbox(Box::new(meta)),
+        );
+    }
+
+    fn on_sandbox_create_record(
+        &mut self,
+        id: SandboxId,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Ok(_) => {
+                self.call(
+                    RunSandboxStep::CreateTask { id: id.clone() },
+                    Call::CreateTask(Target::Sandbox(id)),
+                );
+            }
+            Err(e) => {
+                let error = Self::sandbox_error("run pod sandbox", &id, e);
+                self.call(
+                    RunSandboxStep::RollbackRecord {
+                        id: id.clone(),
+                        error,
+                    },
+                    Call::DeleteContainer(Target::Sandbox(id)),
+                );
+            }
+        }
+    }
+
+    fn on_sandbox_create_task(&mut self, id: SandboxId, result: Result<CallResult, BackendError>) {
+        match result {
+            Ok(_) => {
+                self.call(
+                    RunSandboxStep::StartTask { id: id.clone() },
+                    Call::StartTask(Target::Sandbox(id)),
+                );
+            }
+            Err(e) => {
+                let error = Self::sandbox_error("create pause task of", &id, e);
+                self.sandbox_rollback_task(id, error);
+            }
+        }
+    }
+
+    fn on_sandbox_start_task(&mut self, id: SandboxId, result: Result<CallResult, BackendError>) {
+        match result {
+            Ok(CallResult::Pid(pid)) if pid > 0 => {
+                let Some(creating) = self.creating_sandboxes.remove(&id) else {
+                    return;
+                };
+                let sandbox = Sandbox::new(creating.meta, SandboxState::Ready, pid);
+                let target = sandbox.target();
+                self.sandboxes.insert(id.clone(), sandbox);
+                self.arm_watch(&target);
+                self.event(target.clone(), EventKind::Created);
+                self.event(target, EventKind::Started);
+                self.reply(creating.req, Ok(Response::SandboxCreated(id)));
+            }
+            other => {
+                let e = match other {
+                    Err(e) => e,
+                    Ok(r) => BackendError::new(
+                        crate::io::BackendErrorKind::Other,
+                        "Tasks.Start",
+                        id.as_str(),
+                        format!("unexpected result {r:?}"),
+                    ),
+                };
+                let error = Self::sandbox_error("start pause task of", &id, e);
+                self.sandbox_rollback_task(id, error);
+            }
+        }
+    }
+
+    fn sandbox_rollback_task(&mut self, id: SandboxId, error: CommandError) {
+        self.call(
+            RunSandboxStep::RollbackTask {
+                id: id.clone(),
+                error,
+            },
+            Call::DeleteTask {
+                target: Target::Sandbox(id),
+                kill: true,
+            },
+        );
+    }
+
+    fn on_sandbox_rollback_task(
+        &mut self,
+        id: SandboxId,
+        error: CommandError,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Err(e) if !e.is_not_found() => {
+                // The pause task may live on; deleting the record now would orphan it.
+                // Keep the sandbox visible (Unknown) so Stop/Remove can clean it up.
+                self.sandbox_rollback_keep(id, SandboxState::Unknown, error);
+            }
+            _ => {
+                self.call(
+                    RunSandboxStep::RollbackRecord {
+                        id: id.clone(),
+                        error,
+                    },
+                    Call::DeleteContainer(Target::Sandbox(id)),
+                );
+            }
+        }
+    }
+
+    fn on_sandbox_rollback_record(
+        &mut self,
+        id: SandboxId,
+        error: CommandError,
+        result: Result<CallResult, BackendError>,
+    ) {
+        match result {
+            Err(e) if !e.is_not_found() => {
+                self.sandbox_rollback_keep(id, SandboxState::NotReady, error)
+            }
+            _ => {
+                if let Some(creating) = self.creating_sandboxes.remove(&id) {
+                    self.sandbox_names.release_key(&id);
+                    self.reply(creating.req, Err(error));
+                }
+            }
+        }
+    }
+
+    /// A rollback could not finish: the sandbox becomes visible so it can be removed.
+    fn sandbox_rollback_keep(&mut self, id: SandboxId, state: SandboxState, error: CommandError) {
+        if let Some(creating) = self.creating_sandboxes.remove(&id) {
+            self.sandboxes
+                .insert(id, Sandbox::new(creating.meta, state, 0));
+            self.reply(creating.req, Err(error));
+        }
+    }
+}
+
+/// The steps of StopPodSandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopSandboxStep {
+    /// `Tasks.Kill` of the pause task with SIGKILL.
+    Kill { id: SandboxId },
+}
+
+impl OperationStep for StopSandboxStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            StopSandboxStep::Kill { id } => m.on_sandbox_kill(id, result),
+        }
+        None
+    }
+
+    fn on_persisted(self, _m: &mut Machine, _result: Result<(), PersistError>) -> Option<Self> {
+        // Every step of it waits for a call result.
+        Some(self)
+    }
+}
+
+impl Machine {
+    pub(crate) fn stop_pod_sandbox(&mut self, req: RequestId, id: SandboxId) {
+        let Some(s) = self.sandboxes.get_mut(&id) else {
+            self.reply(req, Ok(Response::Done));
+            return;
+        };
+        s.stop_waiters.push(req);
+        self.progress_sandbox(&id);
+    }
+
+    /// Kills the pause task (SIGKILL) unless a kill is in flight; its exit arrives through
+    /// the watch.
+    fn kill_pause_task(&mut self, id: &SandboxId) {
+        let Some(s) = self.sandboxes.get_mut(id) else {
+            return;
+        };
+        if !s.killing {
+            s.killing = true;
             self.call(
-                Step::SandboxDeleteTask { id: id.clone() },
-                Call::DeleteTask {
+                StopSandboxStep::Kill { id: id.clone() },
+                Call::KillTask {
                     target: Target::Sandbox(id.clone()),
-                    kill: true,
+                    signal: SIGKILL,
                 },
             );
         }
     }
 
-    pub(crate) fn on_sandbox_kill(
-        &mut self,
-        id: SandboxId,
-        result: Result<CallResult, BackendError>,
-    ) {
+    fn on_sandbox_kill(&mut self, id: SandboxId, result: Result<CallResult, BackendError>) {
         let Some(s) = self.sandboxes.get_mut(&id) else {
             return;
         };
@@ -370,24 +420,77 @@ impl Machine {
             }
         }
     }
+}
 
-    pub(crate) fn on_sandbox_delete_task(
-        &mut self,
-        id: SandboxId,
-        result: Result<CallResult, BackendError>,
-    ) {
+/// The steps of RemovePodSandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemoveSandboxStep {
+    /// `Tasks.Delete` with kill of the pause task.
+    DeleteTask { id: SandboxId },
+    /// `Containers.Delete` of the pause container.
+    DeleteRecord { id: SandboxId },
+}
+
+impl OperationStep for RemoveSandboxStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RemoveSandboxStep::DeleteTask { id } => m.on_sandbox_delete_task(id, result),
+            RemoveSandboxStep::DeleteRecord { id } => m.on_sandbox_delete_record(id, result),
+        }
+        None
+    }
+
+    fn on_persisted(self, _m: &mut Machine, _result: Result<(), PersistError>) -> Option<Self> {
+        // Every step of it waits for a call result.
+        Some(self)
+    }
+}
+
+impl Machine {
+    pub(crate) fn remove_pod_sandbox(&mut self, req: RequestId, id: SandboxId) {
+        let Some(s) = self.sandboxes.get_mut(&id) else {
+            self.reply(req, Ok(Response::Done));
+            return;
+        };
+        s.removing = true;
+        s.remove_waiters.push(req);
+        self.progress_sandbox(&id);
+    }
+
+    /// Deletes the pause task, then its record; after any background delete of the pause
+    /// task (two deletes at once fail one of them when the shim exits).
+    fn delete_pause_task(&mut self, id: &SandboxId) {
+        let Some(s) = self.sandboxes.get_mut(id) else {
+            return;
+        };
+        if matches!(s.cleanup, Lane::InFlight(_)) {
+            return;
+        }
+        if !s.deleting {
+            s.deleting = true;
+            self.call(
+                RemoveSandboxStep::DeleteTask { id: id.clone() },
+                Call::DeleteTask {
+                    target: Target::Sandbox(id.clone()),
+                    kill: true,
+                },
+            );
+        }
+    }
+
+    fn on_sandbox_delete_task(&mut self, id: SandboxId, result: Result<CallResult, BackendError>) {
         match result {
             Err(e) if !e.is_not_found() => self.fail_sandbox_delete(&id, e),
             _ => {
                 self.call(
-                    Step::SandboxDeleteRecord { id: id.clone() },
+                    RemoveSandboxStep::DeleteRecord { id: id.clone() },
                     Call::DeleteContainer(Target::Sandbox(id)),
                 );
             }
         }
     }
 
-    pub(crate) fn on_sandbox_delete_record(
+    fn on_sandbox_delete_record(
         &mut self,
         id: SandboxId,
         result: Result<CallResult, BackendError>,
@@ -402,9 +505,9 @@ impl Machine {
                 self.name_conflicts.remove(&format!("sandbox {id}"));
                 let target = Target::Sandbox(id.clone());
                 self.disarm(|t| match t {
-                    crate::machine::Timer::RetryCleanup { target: x, .. }
-                    | crate::machine::Timer::RetryResync { target: x, .. }
-                    | crate::machine::Timer::RetryObserve { target: x, .. } => *x == target,
+                    Timer::RetryCleanup { target: x, .. }
+                    | Timer::RetryResync { target: x, .. }
+                    | Timer::RetryObserve { target: x, .. } => *x == target,
                     _ => false,
                 });
                 self.event(target, EventKind::Deleted);
@@ -421,21 +524,5 @@ impl Machine {
         }
         let error = Self::sandbox_error("remove pod sandbox", id, e);
         self.fail_sandbox_ops(id, &error);
-    }
-
-    /// A step of a pending StopPodSandbox / RemovePodSandbox failed: every request waiting
-    /// on the sandbox gets the error, and the removal is abandoned (the kubelet retries).
-    pub(crate) fn fail_sandbox_ops(&mut self, id: &SandboxId, error: &CommandError) {
-        let Some(s) = self.sandboxes.get_mut(id) else {
-            return;
-        };
-        s.removing = false;
-        let waiters: Vec<RequestId> = std::mem::take(&mut s.stop_waiters)
-            .into_iter()
-            .chain(std::mem::take(&mut s.remove_waiters))
-            .collect();
-        for req in waiters {
-            self.reply(req, Err(error.clone()));
-        }
     }
 }

@@ -13,9 +13,69 @@
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
-use crate::machine::{Machine, Step};
+use crate::machine::{Machine, OperationStep};
 use crate::record::{SandboxState, Waiter};
-use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON};
+use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON, Status};
+
+/// The steps of StartContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartStep {
+    /// `Tasks.Create`.
+    CreateTask { id: ContainerId, req: RequestId },
+    /// `Tasks.Start`.
+    StartTask { id: ContainerId, req: RequestId },
+    /// The write of `{Pid, StartedAt}`.
+    Persist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
+    /// R2: `Tasks.Delete` with kill.
+    RollbackTask {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+    },
+    /// R1: the write of the failed start.
+    RecordFailure {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+        status: Status,
+    },
+}
+
+impl OperationStep for StartStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            StartStep::CreateTask { id, req } => m.on_start_create_task(id, req, result),
+            StartStep::StartTask { id, req } => m.on_start_start_task(id, req, result),
+            StartStep::RollbackTask { id, req, error } => {
+                m.on_start_rollback_task(id, req, error, result)
+            }
+            step @ (StartStep::Persist { .. } | StartStep::RecordFailure { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            StartStep::Persist { id, req, status } => m.on_start_persist(id, req, status, result),
+            StartStep::RecordFailure {
+                id,
+                req,
+                error,
+                status,
+            } => m.on_start_record_failure(id, req, error, status, result),
+            step @ (StartStep::CreateTask { .. }
+            | StartStep::StartTask { .. }
+            | StartStep::RollbackTask { .. }) => return Some(step),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn start_container(&mut self, req: RequestId, id: ContainerId) {
@@ -41,12 +101,12 @@ impl Machine {
             }
             Some(_) => {
                 let target = crate::io::Target::Container(id.clone());
-                self.call(Step::StartCreateTask { id, req }, Call::CreateTask(target));
+                self.call(StartStep::CreateTask { id, req }, Call::CreateTask(target));
             }
         }
     }
 
-    pub(crate) fn on_start_create_task(
+    fn on_start_create_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -55,7 +115,7 @@ impl Machine {
         match result {
             Ok(_) => {
                 let target = crate::io::Target::Container(id.clone());
-                self.call(Step::StartStartTask { id, req }, Call::StartTask(target));
+                self.call(StartStep::StartTask { id, req }, Call::StartTask(target));
             }
             Err(error) => {
                 let error = CommandError::Backend {
@@ -68,7 +128,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_start_start_task(
+    fn on_start_start_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -102,7 +162,7 @@ impl Machine {
                 status.pid = pid;
                 status.started_at = now.max(status.created_at);
                 self.persist(
-                    Step::StartPersist {
+                    StartStep::Persist {
                         id: id.clone(),
                         req,
                         status: status.clone(),
@@ -122,11 +182,11 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_start_persist(
+    fn on_start_persist(
         &mut self,
         id: ContainerId,
         req: RequestId,
-        status: crate::status::Status,
+        status: Status,
         result: Result<(), PersistError>,
     ) {
         if let Err(error) = result {
@@ -157,12 +217,12 @@ impl Machine {
     fn start_rollback_task(&mut self, id: ContainerId, req: RequestId, error: CommandError) {
         let target = crate::io::Target::Container(id.clone());
         self.call(
-            Step::StartRollbackTask { id, req, error },
+            StartStep::RollbackTask { id, req, error },
             Call::DeleteTask { target, kill: true },
         );
     }
 
-    pub(crate) fn on_start_rollback_task(
+    fn on_start_rollback_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -197,7 +257,7 @@ impl Machine {
         status.reason = START_ERROR_REASON.to_owned();
         status.message = error.to_string();
         self.persist(
-            Step::StartRecordFailure {
+            StartStep::RecordFailure {
                 id: id.clone(),
                 req,
                 error,
@@ -208,12 +268,12 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_start_record_failure(
+    fn on_start_record_failure(
         &mut self,
         id: ContainerId,
         req: RequestId,
         error: CommandError,
-        status: crate::status::Status,
+        status: Status,
         result: Result<(), PersistError>,
     ) {
         let Some(c) = self.containers.get_mut(&id) else {

@@ -11,11 +11,32 @@ use std::time::Duration;
 use crate::error::CommandError;
 use crate::error::Guard;
 use crate::ids::{ContainerId, RequestId};
-use crate::io::{BackendError, Call, CallResult, Response, Target};
-use crate::machine::{Machine, Step, Timer};
+use crate::io::{BackendError, Call, CallResult, PersistError, Response, Target};
+use crate::machine::{Machine, OperationStep, Timer};
 use crate::record::{Container, Waiter};
 use crate::signal::SIGKILL;
 use crate::status::ContainerState;
+
+/// The steps of StopContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopStep {
+    /// `Tasks.Kill` with the stop signal or SIGKILL.
+    Kill { id: ContainerId, signal: i32 },
+}
+
+impl OperationStep for StopStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            StopStep::Kill { id, signal } => m.on_kill(id, signal, result),
+        }
+        None
+    }
+
+    fn on_persisted(self, _m: &mut Machine, _result: Result<(), PersistError>) -> Option<Self> {
+        // Every step of it waits for a call result.
+        Some(self)
+    }
+}
 
 impl Machine {
     pub(crate) fn stop_container(&mut self, req: RequestId, id: ContainerId, timeout: Duration) {
@@ -101,7 +122,7 @@ impl Machine {
             if !c.killing {
                 c.killing = true;
                 self.call(
-                    Step::Kill {
+                    StopStep::Kill {
                         id: id.clone(),
                         signal: SIGKILL,
                     },
@@ -117,7 +138,7 @@ impl Machine {
             c.stop_signaled = true;
             let signal = c.meta.stop_signal;
             self.call(
-                Step::Kill {
+                StopStep::Kill {
                     id: id.clone(),
                     signal,
                 },
@@ -131,12 +152,7 @@ impl Machine {
         self.begin_stop(&id, Duration::ZERO);
     }
 
-    pub(crate) fn on_kill(
-        &mut self,
-        id: ContainerId,
-        signal: i32,
-        result: Result<CallResult, BackendError>,
-    ) {
+    fn on_kill(&mut self, id: ContainerId, signal: i32, result: Result<CallResult, BackendError>) {
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };

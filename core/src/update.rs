@@ -7,9 +7,34 @@
 
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
-use crate::io::{PersistAction, PersistError, Response};
-use crate::machine::{Machine, Step};
+use crate::io::{BackendError, CallResult, PersistAction, PersistError, Response};
+use crate::machine::{Machine, OperationStep};
 use crate::status::{Resources, Status};
+
+/// The steps of UpdateContainerResources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpdateStep {
+    /// The write of the new limits.
+    Persist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
+}
+
+impl OperationStep for UpdateStep {
+    fn on_call(self, _m: &mut Machine, _result: Result<CallResult, BackendError>) -> Option<Self> {
+        // Every step of it waits for a persist outcome.
+        Some(self)
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            UpdateStep::Persist { id, req, status } => m.on_update_persist(id, req, status, result),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn update_resources(
@@ -30,7 +55,7 @@ impl Machine {
         let mut status = c.status.clone();
         status.resources = Some(resources);
         self.persist(
-            Step::UpdatePersist {
+            UpdateStep::Persist {
                 id: id.clone(),
                 req,
                 status: status.clone(),
@@ -40,7 +65,7 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_update_persist(
+    fn on_update_persist(
         &mut self,
         id: ContainerId,
         req: RequestId,
