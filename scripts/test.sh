@@ -60,3 +60,8 @@ sim cargo run --release -p berth-sim --bin soak -- --swarm --start 1000000 --see
 
 echo "== simulator: every planted bug must be caught (table: bug, caught, seeds needed, shrunk trace)"
 sim cargo run --release -p berth-sim --features planted-bugs --bin planted
+
+# critest, the CRI validation suite, against berthd on the offline harness's containerd; fails if
+# a spec in conformance/expected-pass.txt did not pass (conformance/README.md).
+echo "== conformance (critest v1.32.0 against berthd)"
+bash scripts/conformance.sh

@@ -8,10 +8,54 @@
 use crate::error::CommandError;
 use crate::ids::{ContainerId, RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
-use crate::machine::{Container, Creating, Machine, SandboxState, Step};
+use crate::machine::{Machine, OperationStep};
 use crate::meta::{ContainerConfig, ContainerMeta};
+use crate::record::{Container, Creating, SandboxState};
 use crate::status::Status;
 use crate::validate::{join_log_path, validate_container_config};
+
+/// The steps of CreateContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CreateStep {
+    /// `Containers.Create`.
+    Record { id: ContainerId },
+    /// The first checkpoint write, `{CreatedAt: now}`.
+    Persist { id: ContainerId },
+    /// Rollback: `Containers.Delete`.
+    Rollback {
+        id: ContainerId,
+        error: CommandError,
+    },
+    /// Rollback: the checkpoint a failed write may have left is deleted.
+    RollbackCheckpoint {
+        id: ContainerId,
+        error: CommandError,
+    },
+}
+
+impl OperationStep for CreateStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            CreateStep::Record { id } => m.on_create_record(id, result),
+            CreateStep::Rollback { id, error } => m.on_create_rollback(id, error, result),
+            step @ (CreateStep::Persist { .. } | CreateStep::RollbackCheckpoint { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            CreateStep::Persist { id } => m.on_create_persist(id, result),
+            CreateStep::RollbackCheckpoint { id, error } => {
+                m.on_create_rollback_checkpoint(id, error, result)
+            }
+            step @ (CreateStep::Record { .. } | CreateStep::Rollback { .. }) => return Some(step),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn create_container(
@@ -33,7 +77,7 @@ impl Machine {
                     },
                 );
                 self.call(
-                    Step::CreateRecord { id },
+                    CreateStep::Record { id },
                     Call::CreateContainer(Box::new(meta)),
                 );
             }
@@ -85,11 +129,7 @@ impl Machine {
         })
     }
 
-    pub(crate) fn on_create_record(
-        &mut self,
-        id: ContainerId,
-        result: Result<CallResult, BackendError>,
-    ) {
+    fn on_create_record(&mut self, id: ContainerId, result: Result<CallResult, BackendError>) {
         match result {
             Ok(_) => {
                 let now = self.wall();
@@ -99,7 +139,7 @@ impl Machine {
                 creating.created_at = now;
                 let status = Status::created(now, creating.meta.config.resources.clone());
                 self.persist(
-                    Step::CreatePersist { id: id.clone() },
+                    CreateStep::Persist { id: id.clone() },
                     &id,
                     PersistAction::Write(status),
                 );
@@ -117,7 +157,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_create_persist(&mut self, id: ContainerId, result: Result<(), PersistError>) {
+    fn on_create_persist(&mut self, id: ContainerId, result: Result<(), PersistError>) {
         match result {
             Ok(()) => {
                 let Some(creating) = self.creating.remove(&id) else {
@@ -145,7 +185,7 @@ impl Machine {
 
     fn create_rollback(&mut self, id: ContainerId, error: CommandError) {
         self.call(
-            Step::CreateRollback {
+            CreateStep::Rollback {
                 id: id.clone(),
                 error,
             },
@@ -153,7 +193,7 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_create_rollback(
+    fn on_create_rollback(
         &mut self,
         id: ContainerId,
         error: CommandError,
@@ -170,7 +210,7 @@ impl Machine {
             // Delete it before the id is free again: a later create of the same id must not
             // meet it (a recovery would take it for the new container's record).
             self.persist(
-                Step::CreateRollbackCheckpoint {
+                CreateStep::RollbackCheckpoint {
                     id: id.clone(),
                     error,
                 },
@@ -204,7 +244,7 @@ impl Machine {
 
     /// The checkpoint a failed create may have left is deleted (or, if that failed too, left
     /// to the next recovery's orphan sweep, which finds no containerd record for it).
-    pub(crate) fn on_create_rollback_checkpoint(
+    fn on_create_rollback_checkpoint(
         &mut self,
         id: ContainerId,
         error: CommandError,

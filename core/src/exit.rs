@@ -16,8 +16,52 @@ use crate::io::Response;
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Lane, Machine, PendingExit, Step, Timer, Waiter};
+use crate::machine::{Machine, OperationStep, Timer};
+use crate::record::{Container, Lane, PendingExit, Waiter};
 use crate::status::{ContainerState, ExitStatus, Status};
+
+/// The steps of exit handling: the watch, the record, the cleanup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExitStep {
+    /// `Tasks.Wait`.
+    Wait { target: Target },
+    /// `Tasks.Get` after a broken wait.
+    Resync { target: Target, attempt: u32 },
+    /// The write of the exit.
+    Persist {
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+    },
+    /// `Tasks.Delete` with kill, in the background.
+    Cleanup { target: Target, attempt: u32 },
+}
+
+impl OperationStep for ExitStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            ExitStep::Wait { target } => m.on_wait(target, result),
+            ExitStep::Resync { target, attempt } => m.on_resync(target, attempt, result),
+            ExitStep::Cleanup { target, attempt } => m.on_cleanup(target, attempt, result),
+            step @ ExitStep::Persist { .. } => return Some(step),
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            ExitStep::Persist {
+                id,
+                attempt,
+                status,
+            } => m.on_exit_persist(id, attempt, status, result),
+            step @ (ExitStep::Wait { .. } | ExitStep::Resync { .. } | ExitStep::Cleanup { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+}
 
 impl Machine {
     fn lane_mut(&mut self, target: &Target, which: LaneKind) -> Option<&mut Lane> {
@@ -43,7 +87,7 @@ impl Machine {
             _ => return,
         }
         let op = self.call(
-            Step::Wait {
+            ExitStep::Wait {
                 target: target.clone(),
             },
             Call::WaitTask(target.clone()),
@@ -53,7 +97,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_wait(&mut self, target: Target, result: Result<CallResult, BackendError>) {
+    fn on_wait(&mut self, target: Target, result: Result<CallResult, BackendError>) {
         let Some(lane) = self.lane_mut(&target, LaneKind::Watch) else {
             return;
         };
@@ -64,7 +108,7 @@ impl Machine {
             Err(_)
                 if self
                     .config
-                    .has_bug(crate::machine::PlantedBug::BrokenWaitIsExit) =>
+                    .has_bug(crate::config::PlantedBug::BrokenWaitIsExit) =>
             {
                 let now = self.wall();
                 self.exit_observed(&target, ExitStatus::lost(now));
@@ -87,7 +131,7 @@ impl Machine {
             return;
         }
         let op = self.call(
-            Step::Resync {
+            ExitStep::Resync {
                 target: target.clone(),
                 attempt,
             },
@@ -98,7 +142,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_resync(
+    fn on_resync(
         &mut self,
         target: Target,
         attempt: u32,
@@ -136,10 +180,7 @@ impl Machine {
 
     fn is_finished(&self, target: &Target) -> bool {
         match target {
-            Target::Container(id) => self
-                .containers
-                .get(id)
-                .is_none_or(|c| c.exit.is_some() || c.state() == ContainerState::Exited),
+            Target::Container(id) => self.containers.get(id).is_none_or(Container::is_finished),
             Target::Sandbox(id) => self.sandboxes.get(id).is_none_or(|s| s.exit.is_some()),
         }
     }
@@ -166,7 +207,7 @@ impl Machine {
             #[cfg(feature = "planted-bugs")]
             if self
                 .config
-                .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+                .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
             {
                 return;
             }
@@ -222,7 +263,7 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::DeleteTaskBeforeExitPersisted)
+            .has_bug(crate::config::PlantedBug::DeleteTaskBeforeExitPersisted)
         {
             let target = Target::Container(id.clone());
             self.schedule_cleanup(&target);
@@ -242,7 +283,7 @@ impl Machine {
         }
         let status = c.status.with_exit(pending.exit);
         let op = self.persist(
-            Step::ExitPersist {
+            ExitStep::Persist {
                 id: id.clone(),
                 attempt,
                 status: status.clone(),
@@ -255,7 +296,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_exit_persist(
+    fn on_exit_persist(
         &mut self,
         id: ContainerId,
         attempt: u32,
@@ -325,7 +366,7 @@ impl Machine {
             _ => return,
         }
         let op = self.call(
-            Step::Cleanup {
+            ExitStep::Cleanup {
                 target: target.clone(),
                 attempt,
             },
@@ -339,7 +380,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_cleanup(
+    fn on_cleanup(
         &mut self,
         target: Target,
         attempt: u32,
@@ -389,10 +430,7 @@ impl Machine {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if !c.cleanup.is_idle() || c.exit.is_some() || c.guard == Some(Guard::Starting) {
-            return;
-        }
-        if !matches!(c.state(), ContainerState::Exited | ContainerState::Created) {
+        if !c.nothing_to_stop() {
             return;
         }
         let (stops, rest): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut c.waiters)

@@ -2,7 +2,9 @@
 //! simulator after every step.
 
 use crate::error::Guard;
-use crate::machine::{Lane, Machine, SandboxState, Step};
+use crate::exit::ExitStep;
+use crate::machine::{Machine, Step};
+use crate::record::{Lane, SandboxState};
 use crate::status::ContainerState;
 
 /// The first invariant found broken, with the ids involved.
@@ -124,7 +126,7 @@ impl Machine {
                 ensure!(
                     matches!(
                         self.steps.get(&op),
-                        Some(Step::Wait { .. } | Step::Resync { .. })
+                        Some(Step::Exit(ExitStep::Wait { .. } | ExitStep::Resync { .. }))
                     ),
                     "container {id}'s watch lane points at a non-watch step"
                 );
@@ -237,10 +239,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::Config;
     use crate::ids::{ContainerId, SandboxId};
     use crate::io::Now;
-    use crate::machine::{Config, Container};
     use crate::meta::{ContainerConfig, ContainerMeta};
+    use crate::record::Container;
     use crate::status::Status;
 
     fn id(c: char) -> String {
@@ -325,7 +328,7 @@ mod tests {
         };
         clash.sandboxes.insert(
             sid.clone(),
-            crate::machine::Sandbox::new(meta, SandboxState::NotReady, 0),
+            crate::record::Sandbox::new(meta, SandboxState::NotReady, 0),
         );
         clash.sandbox_names.reserve("pod", &sid).unwrap();
         assert!(violation(&clash).contains("names both a container and a sandbox"));

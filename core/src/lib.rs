@@ -56,6 +56,7 @@
 //! ```
 
 mod checkpoint;
+mod config;
 mod create;
 mod error;
 mod exit;
@@ -65,6 +66,7 @@ mod io;
 mod machine;
 mod meta;
 mod prefix;
+mod record;
 mod recovery;
 mod registry;
 mod remove;
@@ -82,6 +84,9 @@ pub use checkpoint::{
     CHECKPOINT_VERSION, CheckpointError, MAX_CHECKPOINT_BYTES, decode as decode_checkpoint,
     encode as encode_checkpoint,
 };
+pub use config::Config;
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
 pub use error::{CommandError, ErrorCode, Guard};
 pub use ids::{ContainerId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId, validate_id};
 pub use invariants::InvariantViolation;
@@ -89,14 +94,13 @@ pub use io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind, Now,
     PersistAction, PersistError, ResourcesOf, Response, Target, TaskState,
 };
-#[cfg(feature = "planted-bugs")]
-pub use machine::PlantedBug;
-pub use machine::{Config, Container, Machine, Sandbox, SandboxState};
+pub use machine::Machine;
 pub use meta::{
     ContainerConfig, ContainerMeta, META_VERSION, MetaError, NamespaceMode, SandboxConfig,
     SandboxMeta,
 };
 pub use prefix::resolve_prefix;
+pub use record::{Container, Sandbox, SandboxState};
 pub use recovery::{
     CheckpointProblem, Decision, RecoveredContainer, RecoveredSandbox, RecoveryInput, decide,
     decide_sandbox,

@@ -1,405 +1,114 @@
 //! The state machine: state, the input/output plumbing, timers and lanes. Each lifecycle
 //! operation lives in its own file (`create.rs`, `start.rs`, `exit.rs`, `stop.rs`,
-//! `remove.rs`, `sandbox.rs`, `recovery.rs`).
+//! `remove.rs`, `update.rs`, `recovery.rs`, and `sandbox/` for the pod operations) and owns
+//! its steps: their type, and what the outcome of each does. This file only forwards an
+//! outcome to the operation its step belongs to. The records and what several operations
+//! share live in `record.rs`, the tunables in `config.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::error::{CommandError, Guard};
+// Re-exported here too: `testing` reaches the config as `machine::Config`.
+pub(crate) use crate::config::Config;
+use crate::create::CreateStep;
+use crate::error::CommandError;
+use crate::exit::ExitStep;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::io::{
     BackendError, Call, CallResult, Command, Effect, Event, EventKind, Now, PersistAction,
     PersistError, Response, Target,
 };
 use crate::meta::{ContainerMeta, SandboxMeta};
+use crate::record::{Container, Creating, Sandbox};
+use crate::recovery::RecoveryStep;
 use crate::registry::NameRegistry;
-use crate::status::{ContainerState, ExitStatus, Status};
-
-/// Tunables of the machine. Plain data; the defaults are containerd's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// First retry delay of exit handling, task cleanup and checkpoint writes (spec §5.4: 1 s).
-    pub backoff_initial: Duration,
-    /// Cap of that delay (spec §5.4: 5 min).
-    pub backoff_max: Duration,
-    /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
-    /// second; waiting 5 minutes to notice an exit would be wrong).
-    pub resync_backoff_max: Duration,
-    /// A deliberate bug to switch on, to prove that the checks catch it (feature
-    /// `planted-bugs`; never in a production build).
-    #[cfg(feature = "planted-bugs")]
-    pub planted_bug: Option<PlantedBug>,
-}
-
-/// Deliberate bugs modelled on real containerd bugs (feature `planted-bugs`).
-#[cfg(feature = "planted-bugs")]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PlantedBug {
-    /// The task is deleted before the exit is persisted (containerd's order, spec §5.2):
-    /// a crash in between turns a real exit code into 255.
-    DeleteTaskBeforeExitPersisted,
-    /// Unknown is not persisted (containerd, spec §6.6).
-    UnknownNotPersisted,
-    /// A failed wait is taken as exit 255 (containerd's Go client, spec §5.1).
-    BrokenWaitIsExit,
-    /// A StopContainer during a StartContainer is a no-op (containerd, spec §4.3).
-    StopDuringStartIgnored,
-    /// Recovery arms the exit watch before the container's record is in place, and the
-    /// exit handler drops exits for containers still being recovered (containerd#10390).
-    WatchArmedBeforeRecorded,
-    /// A checkpoint write that fails during recovery skips the container
-    /// (containerd#7247).
-    RecoveryWriteFailureSkips,
-}
-
-#[cfg(feature = "planted-bugs")]
-impl PlantedBug {
-    /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 6] = [
-        PlantedBug::DeleteTaskBeforeExitPersisted,
-        PlantedBug::UnknownNotPersisted,
-        PlantedBug::BrokenWaitIsExit,
-        PlantedBug::StopDuringStartIgnored,
-        PlantedBug::WatchArmedBeforeRecorded,
-        PlantedBug::RecoveryWriteFailureSkips,
-    ];
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            resync_backoff_max: Duration::from_secs(10),
-            #[cfg(feature = "planted-bugs")]
-            planted_bug: None,
-        }
-    }
-}
-
-impl Config {
-    /// True if `bug` is switched on.
-    #[cfg(feature = "planted-bugs")]
-    pub fn has_bug(&self, bug: PlantedBug) -> bool {
-        self.planted_bug == Some(bug)
-    }
-}
-
-impl Config {
-    /// Delay before retry number `attempt` (0-based), doubling from the initial delay.
-    pub fn backoff(&self, attempt: u32, cap: Duration) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX);
-        self.backoff_initial.saturating_mul(factor).min(cap)
-    }
-}
-
-/// Sandbox state (spec §6.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SandboxState {
-    /// The pause task runs.
-    Ready,
-    /// The pause task does not run.
-    NotReady,
-    /// Could not be established (reported to CRI as NOTREADY).
-    Unknown,
-}
-
-/// A lane of background work on one object: idle, one call in flight, or waiting to retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Lane {
-    #[default]
-    Idle,
-    InFlight(OpId),
-    Backoff {
-        attempt: u32,
-    },
-}
-
-impl Lane {
-    pub(crate) fn is_idle(self) -> bool {
-        self == Lane::Idle
-    }
-}
-
-/// Who waits for a container's exit to be durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Waiter {
-    /// A StopContainer request.
-    Stop(RequestId),
-    /// A RemoveContainer request (or an internal one, from RemovePodSandbox).
-    Remove(Option<RequestId>),
-}
-
-/// An exit being recorded: persisted first, then the task deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PendingExit {
-    pub exit: ExitStatus,
-    pub lane: Lane,
-}
-
-/// A container the machine knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub(crate) meta: ContainerMeta,
-    /// The durable status (what the last successful persist wrote), except while
-    /// recovery's write is pending (`dirty`).
-    pub(crate) status: Status,
-    pub(crate) guard: Option<Guard>,
-    pub(crate) dirty: Lane,
-    pub(crate) stop_signaled: bool,
-    pub(crate) stop_after_start: Option<Duration>,
-    /// A SIGKILL is in flight.
-    pub(crate) killing: bool,
-    pub(crate) watch: Lane,
-    pub(crate) exit: Option<PendingExit>,
-    pub(crate) cleanup: Lane,
-    pub(crate) waiters: Vec<Waiter>,
-    /// A removal waiting for the background task delete in flight (two deletes of one task
-    /// at once make the loser fail with "ttrpc: closed" when the shim goes away).
-    pub(crate) remove_after_cleanup: Option<Option<RequestId>>,
-    /// Recovery found this container's task running under a CREATED record (a start cut
-    /// short by a crash, never acknowledged) and is making RUNNING durable: the record on
-    /// disk, to go back to if that write fails.
-    pub(crate) adopting: Option<Status>,
-}
-
-impl Container {
-    pub(crate) fn new(meta: ContainerMeta, status: Status) -> Self {
-        Container {
-            meta,
-            status,
-            guard: None,
-            dirty: Lane::Idle,
-            stop_signaled: false,
-            stop_after_start: None,
-            killing: false,
-            watch: Lane::Idle,
-            exit: None,
-            cleanup: Lane::Idle,
-            waiters: Vec::new(),
-            remove_after_cleanup: None,
-            adopting: None,
-        }
-    }
-
-    /// The container's metadata.
-    pub fn meta(&self) -> &ContainerMeta {
-        &self.meta
-    }
-
-    /// Its status record.
-    pub fn status(&self) -> &Status {
-        &self.status
-    }
-
-    /// Derived CRI state.
-    pub fn state(&self) -> ContainerState {
-        self.status.state()
-    }
-
-    /// The guard held by an in-flight operation, if any.
-    pub fn guard(&self) -> Option<Guard> {
-        self.guard
-    }
-
-    /// True while an exit is being recorded (persisted, then the task deleted): the
-    /// container is on its way to EXITED.
-    pub fn is_exiting(&self) -> bool {
-        self.exit.is_some()
-    }
-
-    /// False while recovery's rewrite of this container's record is not yet durable (the
-    /// disk failed and the write is being retried): a crash now would bring back the
-    /// previous record.
-    pub fn is_durable(&self) -> bool {
-        self.dirty.is_idle()
-    }
-
-    /// True while a RemoveContainer is in flight (CRI verbose info `removing`).
-    pub fn is_removing(&self) -> bool {
-        self.guard == Some(Guard::Removing)
-    }
-
-    pub(crate) fn target(&self) -> Target {
-        Target::Container(self.meta.id.clone())
-    }
-}
-
-/// A sandbox the machine knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sandbox {
-    pub(crate) meta: SandboxMeta,
-    pub(crate) state: SandboxState,
-    pub(crate) pid: u32,
-    pub(crate) exit: Option<ExitStatus>,
-    pub(crate) removing: bool,
-    pub(crate) stop_waiters: Vec<RequestId>,
-    pub(crate) remove_waiters: Vec<RequestId>,
-    pub(crate) killing: bool,
-    pub(crate) watch: Lane,
-    pub(crate) cleanup: Lane,
-    pub(crate) deleting: bool,
-}
-
-impl Sandbox {
-    pub(crate) fn new(meta: SandboxMeta, state: SandboxState, pid: u32) -> Self {
-        Sandbox {
-            meta,
-            state,
-            pid,
-            exit: None,
-            removing: false,
-            stop_waiters: Vec::new(),
-            remove_waiters: Vec::new(),
-            killing: false,
-            watch: Lane::Idle,
-            cleanup: Lane::Idle,
-            deleting: false,
-        }
-    }
-
-    /// Its metadata.
-    pub fn meta(&self) -> &SandboxMeta {
-        &self.meta
-    }
-
-    /// Its state.
-    pub fn state(&self) -> SandboxState {
-        self.state
-    }
-
-    /// Pid of the pause process while Ready; 0 otherwise.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// How the pause task ended, if it did.
-    pub fn exit(&self) -> Option<ExitStatus> {
-        self.exit
-    }
-
-    pub(crate) fn target(&self) -> Target {
-        Target::Sandbox(self.meta.id.clone())
-    }
-}
+use crate::remove::RemoveStep;
+use crate::sandbox::{RemoveSandboxStep, RunSandboxStep, StopSandboxStep};
+use crate::start::StartStep;
+use crate::status::ExitStatus;
+use crate::stop::StopStep;
+use crate::update::UpdateStep;
 
 /// What an outstanding effect's outcome means: the step of the operation it belongs to.
+/// Each operation owns its step type and what an outcome does to each step; this enum only
+/// names the operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    CreateRecord {
-        id: ContainerId,
-    },
-    CreatePersist {
-        id: ContainerId,
-    },
-    CreateRollback {
-        id: ContainerId,
-        error: CommandError,
-    },
-    CreateRollbackCheckpoint {
-        id: ContainerId,
-        error: CommandError,
-    },
-    StartCreateTask {
-        id: ContainerId,
-        req: RequestId,
-    },
-    StartStartTask {
-        id: ContainerId,
-        req: RequestId,
-    },
-    StartPersist {
-        id: ContainerId,
-        req: RequestId,
-        status: Status,
-    },
-    StartRollbackTask {
-        id: ContainerId,
-        req: RequestId,
-        error: CommandError,
-    },
-    StartRecordFailure {
-        id: ContainerId,
-        req: RequestId,
-        error: CommandError,
-        status: Status,
-    },
-    Wait {
-        target: Target,
-    },
-    Resync {
-        target: Target,
-        attempt: u32,
-    },
-    ExitPersist {
-        id: ContainerId,
-        attempt: u32,
-        status: Status,
-    },
-    Cleanup {
-        target: Target,
-        attempt: u32,
-    },
-    Kill {
-        id: ContainerId,
-        signal: i32,
-    },
-    RemoveTask {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RemoveRecord {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RemoveCheckpoint {
-        id: ContainerId,
-        req: Option<RequestId>,
-    },
-    RecoverPersist {
-        id: ContainerId,
-        attempt: u32,
-        status: Status,
-    },
-    RecoverTaskDelete {
-        id: ContainerId,
-    },
-    UpdatePersist {
-        id: ContainerId,
-        req: RequestId,
-        status: Status,
-    },
-    RecoverObserve {
-        target: Target,
-        attempt: u32,
-    },
-    SandboxCreateRecord {
-        id: SandboxId,
-    },
-    SandboxCreateTask {
-        id: SandboxId,
-    },
-    SandboxStartTask {
-        id: SandboxId,
-    },
-    SandboxRollbackTask {
-        id: SandboxId,
-        error: CommandError,
-    },
-    SandboxRollbackRecord {
-        id: SandboxId,
-        error: CommandError,
-    },
-    SandboxKill {
-        id: SandboxId,
-    },
-    SandboxDeleteTask {
-        id: SandboxId,
-    },
-    SandboxDeleteRecord {
-        id: SandboxId,
-    },
+    Create(CreateStep),
+    Start(StartStep),
+    Stop(StopStep),
+    Exit(ExitStep),
+    Remove(RemoveStep),
+    Update(UpdateStep),
+    Recovery(RecoveryStep),
+    RunSandbox(RunSandboxStep),
+    StopSandbox(StopSandboxStep),
+    RemoveSandbox(RemoveSandboxStep),
 }
+
+/// The steps of one operation: which of them waits for a call result and which for a
+/// persist outcome, and what the operation does with that outcome.
+pub(crate) trait OperationStep: Sized {
+    /// Handles the result of the call this step emitted. A step that waits for a persist
+    /// outcome instead is handed back untouched.
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self>;
+
+    /// Handles the outcome of the persist this step emitted. A step that waits for a call
+    /// result instead is handed back untouched.
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self>;
+}
+
+/// Forwards an outcome to the operation the step belongs to.
+macro_rules! forward {
+    ($step:expr, $method:ident, $m:expr, $result:expr) => {
+        match $step {
+            Step::Create(s) => s.$method($m, $result).map(Step::Create),
+            Step::Start(s) => s.$method($m, $result).map(Step::Start),
+            Step::Stop(s) => s.$method($m, $result).map(Step::Stop),
+            Step::Exit(s) => s.$method($m, $result).map(Step::Exit),
+            Step::Remove(s) => s.$method($m, $result).map(Step::Remove),
+            Step::Update(s) => s.$method($m, $result).map(Step::Update),
+            Step::Recovery(s) => s.$method($m, $result).map(Step::Recovery),
+            Step::RunSandbox(s) => s.$method($m, $result).map(Step::RunSandbox),
+            Step::StopSandbox(s) => s.$method($m, $result).map(Step::StopSandbox),
+            Step::RemoveSandbox(s) => s.$method($m, $result).map(Step::RemoveSandbox),
+        }
+    };
+}
+
+impl OperationStep for Step {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        forward!(self, on_call, m, result)
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        forward!(self, on_persisted, m, result)
+    }
+}
+
+/// Lets an operation hand its own step to [`Machine::call`] and [`Machine::persist`].
+macro_rules! step_from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Step {
+            fn from(step: $ty) -> Step {
+                Step::$variant(step)
+            }
+        })*
+    };
+}
+
+step_from!(
+    Create(CreateStep),
+    Start(StartStep),
+    Stop(StopStep),
+    Exit(ExitStep),
+    Remove(RemoveStep),
+    Update(UpdateStep),
+    Recovery(RecoveryStep),
+    RunSandbox(RunSandboxStep),
+    StopSandbox(StopSandboxStep),
+    RemoveSandbox(RemoveSandboxStep),
+);
 
 /// A timer the machine armed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -416,17 +125,6 @@ pub(crate) enum Timer {
     RetryPersist { id: ContainerId, attempt: u32 },
     /// Re-observe a task recovery could not observe.
     RetryObserve { target: Target, attempt: u32 },
-}
-
-/// An object being created: its name and id are held, it is not yet visible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Creating<M> {
-    pub req: RequestId,
-    pub meta: M,
-    /// The creation time recorded once the containerd record exists.
-    pub created_at: i64,
-    /// Sandboxes: the pause task's pid once created.
-    pub pid: u32,
 }
 
 /// berth's lifecycle state machine. See the crate documentation for the driving contract.
@@ -517,12 +215,7 @@ impl Machine {
         let follow_ups: Vec<OpId> = self
             .steps
             .range(OpId(first_op)..)
-            .filter(|(_, s)| {
-                matches!(
-                    s,
-                    Step::RecoverPersist { .. } | Step::RecoverTaskDelete { .. }
-                )
-            })
+            .filter(|(_, s)| matches!(s, Step::Recovery(r) if r.is_follow_up()))
             .map(|(op, _)| *op)
             .collect();
         self.recovery_outstanding.extend(follow_ups);
@@ -532,48 +225,10 @@ impl Machine {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
-        match step {
-            Step::CreateRecord { id } => self.on_create_record(id, result),
-            Step::CreateRollback { id, error } => self.on_create_rollback(id, error, result),
-            Step::StartCreateTask { id, req } => self.on_start_create_task(id, req, result),
-            Step::StartStartTask { id, req } => self.on_start_start_task(id, req, result),
-            Step::StartRollbackTask { id, req, error } => {
-                self.on_start_rollback_task(id, req, error, result)
-            }
-            Step::Wait { target } => self.on_wait(target, result),
-            Step::Resync { target, attempt } => self.on_resync(target, attempt, result),
-            Step::Cleanup { target, attempt } => self.on_cleanup(target, attempt, result),
-            Step::Kill { id, signal } => self.on_kill(id, signal, result),
-            Step::RemoveTask { id, req } => self.on_remove_task(id, req, result),
-            Step::RemoveRecord { id, req } => self.on_remove_record(id, req, result),
-            Step::RecoverTaskDelete { id } => self.on_recover_task_delete(id, result),
-            Step::RecoverObserve { target, attempt } => {
-                self.on_recover_observe(target, attempt, result)
-            }
-            Step::SandboxCreateRecord { id } => self.on_sandbox_create_record(id, result),
-            Step::SandboxCreateTask { id } => self.on_sandbox_create_task(id, result),
-            Step::SandboxStartTask { id } => self.on_sandbox_start_task(id, result),
-            Step::SandboxRollbackTask { id, error } => {
-                self.on_sandbox_rollback_task(id, error, result)
-            }
-            Step::SandboxRollbackRecord { id, error } => {
-                self.on_sandbox_rollback_record(id, error, result)
-            }
-            Step::SandboxKill { id } => self.on_sandbox_kill(id, result),
-            Step::SandboxDeleteTask { id } => self.on_sandbox_delete_task(id, result),
-            Step::SandboxDeleteRecord { id } => self.on_sandbox_delete_record(id, result),
-            step @ (Step::CreatePersist { .. }
-            | Step::CreateRollbackCheckpoint { .. }
-            | Step::StartPersist { .. }
-            | Step::StartRecordFailure { .. }
-            | Step::ExitPersist { .. }
-            | Step::RemoveCheckpoint { .. }
-            | Step::RecoverPersist { .. }
-            | Step::UpdatePersist { .. }) => {
-                // A persist outcome delivered as a call result: a driver bug. Put the step
-                // back so the real outcome can still arrive.
-                self.steps.insert(op, step);
-            }
+        if let Some(step) = step.on_call(self, result) {
+            // A persist outcome delivered as a call result: a driver bug. Put the step back
+            // so the real outcome can still arrive.
+            self.steps.insert(op, step);
         }
     }
 
@@ -592,37 +247,9 @@ impl Machine {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
-        match step {
-            Step::CreatePersist { id } => self.on_create_persist(id, result),
-            Step::CreateRollbackCheckpoint { id, error } => {
-                self.on_create_rollback_checkpoint(id, error, result)
-            }
-            Step::StartPersist { id, req, status } => {
-                self.on_start_persist(id, req, status, result)
-            }
-            Step::StartRecordFailure {
-                id,
-                req,
-                error,
-                status,
-            } => self.on_start_record_failure(id, req, error, status, result),
-            Step::ExitPersist {
-                id,
-                attempt,
-                status,
-            } => self.on_exit_persist(id, attempt, status, result),
-            Step::RemoveCheckpoint { id, req } => self.on_remove_checkpoint(id, req, result),
-            Step::RecoverPersist {
-                id,
-                attempt,
-                status,
-            } => self.on_recover_persist(id, attempt, status, result),
-            Step::UpdatePersist { id, req, status } => {
-                self.on_update_persist(id, req, status, result)
-            }
-            other => {
-                self.steps.insert(op, other);
-            }
+        if let Some(step) = step.on_persisted(self, result) {
+            // A call result delivered as a persist outcome: put the step back likewise.
+            self.steps.insert(op, step);
         }
     }
 
@@ -731,16 +358,21 @@ impl Machine {
         op
     }
 
-    pub(crate) fn call(&mut self, step: Step, call: Call) -> OpId {
+    pub(crate) fn call(&mut self, step: impl Into<Step>, call: Call) -> OpId {
         let op = self.next_op();
-        self.steps.insert(op, step);
+        self.steps.insert(op, step.into());
         self.effects.push_back(Effect::Call { op, call });
         op
     }
 
-    pub(crate) fn persist(&mut self, step: Step, id: &ContainerId, action: PersistAction) -> OpId {
+    pub(crate) fn persist(
+        &mut self,
+        step: impl Into<Step>,
+        id: &ContainerId,
+        action: PersistAction,
+    ) -> OpId {
         let op = self.next_op();
-        self.steps.insert(op, step);
+        self.steps.insert(op, step.into());
         self.effects.push_back(Effect::Persist {
             op,
             id: id.clone(),
@@ -777,16 +409,5 @@ impl Machine {
             Timer::RetryPersist { id, attempt } => self.retry_recover_persist(id, attempt),
             Timer::RetryObserve { target, attempt } => self.observe(target, attempt),
         }
-    }
-
-    /// True if `id` names a container or sandbox that exists or is being created.
-    pub(crate) fn id_in_use(&self, id: &str) -> bool {
-        let as_container = ContainerId::new(id).ok();
-        let as_sandbox = SandboxId::new(id).ok();
-        as_container
-            .is_some_and(|c| self.containers.contains_key(&c) || self.creating.contains_key(&c))
-            || as_sandbox.is_some_and(|s| {
-                self.sandboxes.contains_key(&s) || self.creating_sandboxes.contains_key(&s)
-            })
     }
 }

@@ -18,14 +18,72 @@
 //!   back (task deleted with kill, CREATED rewritten), as a start whose write failed is;
 //! - a task that could not be observed (error, timeout) is observed again later.
 
+use crate::config::Config;
 use crate::error::Guard;
+use crate::exit::ExitStep;
 use crate::ids::ContainerId;
 use crate::io::{
     BackendError, Call, CallResult, Now, PersistAction, PersistError, Target, TaskState,
 };
-use crate::machine::{Config, Container, Lane, Machine, Sandbox, SandboxState, Step, Timer};
+use crate::machine::{Machine, OperationStep, Step, Timer};
 use crate::meta::{ContainerMeta, SandboxMeta};
+use crate::record::{Container, Lane, Sandbox, SandboxState};
 use crate::status::{ContainerState, ExitStatus, Status};
+
+/// The steps of recovery (and of the rewrite of a record after a failed write, which
+/// holds the container as recovery does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecoveryStep {
+    /// The write of the recovered (or rewritten) record.
+    Persist {
+        id: ContainerId,
+        attempt: u32,
+        status: Status,
+    },
+    /// `Tasks.Delete` with kill of a Created task, or of a start cut short whose RUNNING
+    /// record could not be written.
+    TaskDelete { id: ContainerId },
+    /// `Tasks.Get` of a task recovery could not observe.
+    Observe { target: Target, attempt: u32 },
+}
+
+impl RecoveryStep {
+    /// A step recovery may start once another of its steps had an outcome (a checkpoint
+    /// rewrite after a task delete): recovery is not over until it has had one too.
+    pub(crate) fn is_follow_up(&self) -> bool {
+        matches!(
+            self,
+            RecoveryStep::Persist { .. } | RecoveryStep::TaskDelete { .. }
+        )
+    }
+}
+
+impl OperationStep for RecoveryStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RecoveryStep::TaskDelete { id } => m.on_recover_task_delete(id, result),
+            RecoveryStep::Observe { target, attempt } => {
+                m.on_recover_observe(target, attempt, result)
+            }
+            step @ RecoveryStep::Persist { .. } => return Some(step),
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            RecoveryStep::Persist {
+                id,
+                attempt,
+                status,
+            } => m.on_recover_persist(id, attempt, status, result),
+            step @ (RecoveryStep::TaskDelete { .. } | RecoveryStep::Observe { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+}
 
 /// Why a container's checkpoint could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +284,7 @@ impl Machine {
         }
         let before: Vec<_> = m.steps.keys().copied().collect();
         for op in before {
-            if !matches!(m.steps.get(&op), Some(Step::Wait { .. })) {
+            if !matches!(m.steps.get(&op), Some(Step::Exit(ExitStep::Wait { .. }))) {
                 m.recovery_outstanding.insert(op);
             }
         }
@@ -248,7 +306,7 @@ impl Machine {
         if d.delete_created_task {
             self.set_guard(id, Some(Guard::Recovering));
             self.call(
-                Step::RecoverTaskDelete { id: id.clone() },
+                RecoveryStep::TaskDelete { id: id.clone() },
                 Call::DeleteTask { target, kill: true },
             );
             return;
@@ -259,7 +317,7 @@ impl Machine {
             if d.watch
                 && self
                     .config
-                    .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+                    .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
             {
                 self.arm_watch(&target);
             }
@@ -274,31 +332,7 @@ impl Machine {
         }
     }
 
-    fn set_guard(&mut self, id: &ContainerId, guard: Option<Guard>) {
-        if let Some(c) = self.containers.get_mut(id) {
-            c.guard = guard;
-        }
-    }
-
-    /// A write of the container's record failed: the disk may hold the previous record or
-    /// the one that failed (a rename can land before its directory fsync fails). The record
-    /// memory holds is rewritten, retried with backoff, until durable; meanwhile the
-    /// container is held as during recovery's rewrite (start, remove and update answer
-    /// busy; an exit is kept and its write, carrying the whole record, replaces the rewrite).
-    /// A container held by another operation (a removal, which deletes the record) is left
-    /// to it.
-    pub(crate) fn rewrite_record(&mut self, id: &ContainerId) {
-        let Some(c) = self.containers.get(id) else {
-            return;
-        };
-        if c.guard.is_some() || c.exit.is_some() || !c.dirty.is_idle() {
-            return;
-        }
-        self.set_guard(id, Some(Guard::Recovering));
-        self.recover_persist(id, 0);
-    }
-
-    fn recover_persist(&mut self, id: &ContainerId, attempt: u32) {
+    pub(crate) fn recover_persist(&mut self, id: &ContainerId, attempt: u32) {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
@@ -308,12 +342,12 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::UnknownNotPersisted)
+            .has_bug(crate::config::PlantedBug::UnknownNotPersisted)
         {
             written.unknown = false;
         }
         let op = self.persist(
-            Step::RecoverPersist {
+            RecoveryStep::Persist {
                 id: id.clone(),
                 attempt,
                 status,
@@ -336,7 +370,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_recover_persist(
+    fn on_recover_persist(
         &mut self,
         id: ContainerId,
         attempt: u32,
@@ -347,7 +381,7 @@ impl Machine {
         if result.is_err()
             && self
                 .config
-                .has_bug(crate::machine::PlantedBug::RecoveryWriteFailureSkips)
+                .has_bug(crate::config::PlantedBug::RecoveryWriteFailureSkips)
         {
             // containerd: the container is skipped (gone from the store, name released).
             self.containers.remove(&id);
@@ -358,7 +392,7 @@ impl Machine {
             return;
         };
         let adopting = c.adopting.take();
-        if c.exit.is_some_and(|p| p.lane == Lane::Idle) {
+        if c.has_deferred_exit() {
             // An exit arrived meanwhile: its write carries the whole record.
             c.dirty = Lane::Idle;
             c.guard = None;
@@ -377,7 +411,7 @@ impl Machine {
             c.dirty = Lane::Idle;
             let target = c.target();
             self.call(
-                Step::RecoverTaskDelete { id },
+                RecoveryStep::TaskDelete { id },
                 Call::DeleteTask { target, kill: true },
             );
             return;
@@ -407,7 +441,7 @@ impl Machine {
         #[cfg(feature = "planted-bugs")]
         if self
             .config
-            .has_bug(crate::machine::PlantedBug::WatchArmedBeforeRecorded)
+            .has_bug(crate::config::PlantedBug::WatchArmedBeforeRecorded)
         {
             self.progress_sandbox_of(&id);
             return;
@@ -424,7 +458,7 @@ impl Machine {
         self.progress_sandbox_of(&id);
     }
 
-    pub(crate) fn on_recover_task_delete(
+    fn on_recover_task_delete(
         &mut self,
         id: ContainerId,
         result: Result<CallResult, BackendError>,
@@ -449,12 +483,10 @@ impl Machine {
     /// Re-observes a task recovery could not observe.
     pub(crate) fn observe(&mut self, target: Target, attempt: u32) {
         let still_unknown = match &target {
-            Target::Container(id) => self.containers.get(id).is_some_and(|c| {
-                c.state() == ContainerState::Unknown
-                    && c.watch.is_idle()
-                    && c.exit.is_none()
-                    && c.guard.is_none()
-            }),
+            Target::Container(id) => self
+                .containers
+                .get(id)
+                .is_some_and(|c| c.awaits_observation() && c.watch.is_idle()),
             Target::Sandbox(id) => self
                 .sandboxes
                 .get(id)
@@ -462,7 +494,7 @@ impl Machine {
         };
         if still_unknown {
             self.call(
-                Step::RecoverObserve {
+                RecoveryStep::Observe {
                     target: target.clone(),
                     attempt,
                 },
@@ -471,7 +503,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_recover_observe(
+    fn on_recover_observe(
         &mut self,
         target: Target,
         attempt: u32,
@@ -489,7 +521,7 @@ impl Machine {
                 let Some(c) = self.containers.get(&id) else {
                     return;
                 };
-                if c.state() != ContainerState::Unknown || c.guard.is_some() || c.exit.is_some() {
+                if !c.awaits_observation() {
                     return;
                 }
                 let d = decide(

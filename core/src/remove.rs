@@ -11,9 +11,49 @@ use crate::ids::{ContainerId, RequestId};
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
 };
-use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::machine::{Machine, OperationStep, Timer};
+use crate::record::Waiter;
 use crate::status::ContainerState;
 use std::time::Duration;
+
+/// The steps of RemoveContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemoveStep {
+    /// `Tasks.Delete` with kill.
+    Task {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    /// `Containers.Delete`.
+    Record {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+    /// The checkpoint deleted.
+    Checkpoint {
+        id: ContainerId,
+        req: Option<RequestId>,
+    },
+}
+
+impl OperationStep for RemoveStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            RemoveStep::Task { id, req } => m.on_remove_task(id, req, result),
+            RemoveStep::Record { id, req } => m.on_remove_record(id, req, result),
+            step @ RemoveStep::Checkpoint { .. } => return Some(step),
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            RemoveStep::Checkpoint { id, req } => m.on_remove_checkpoint(id, req, result),
+            step @ (RemoveStep::Task { .. } | RemoveStep::Record { .. }) => return Some(step),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn remove_container(&mut self, req: RequestId, id: ContainerId) {
@@ -21,15 +61,8 @@ impl Machine {
             self.reply(req, Ok(Response::Done));
             return;
         };
-        if let Some(guard) = c.guard {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "remove",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_remove() {
+            self.reply(req, Err(e));
             return;
         }
         if c.exit.is_some() {
@@ -54,27 +87,20 @@ impl Machine {
             }
             return;
         };
-        if let Some(guard) = c.guard {
+        if let Err(e) = c.can_remove() {
             if let Some(req) = req {
-                self.reply(
-                    req,
-                    Err(CommandError::Busy {
-                        id: id.clone(),
-                        op: "remove",
-                        guard,
-                    }),
-                );
+                self.reply(req, Err(e));
             }
             return;
         }
         c.guard = Some(Guard::Removing);
-        if matches!(c.cleanup, crate::machine::Lane::InFlight(_)) {
+        if matches!(c.cleanup, crate::record::Lane::InFlight(_)) {
             c.remove_after_cleanup = Some(req);
             return;
         }
         let target = c.target();
         self.call(
-            Step::RemoveTask {
+            RemoveStep::Task {
                 id: id.clone(),
                 req,
             },
@@ -93,7 +119,7 @@ impl Machine {
         };
         let target = c.target();
         self.call(
-            Step::RemoveTask {
+            RemoveStep::Task {
                 id: id.clone(),
                 req,
             },
@@ -101,7 +127,7 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_remove_task(
+    fn on_remove_task(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,
@@ -112,14 +138,14 @@ impl Machine {
             _ => {
                 let target = Target::Container(id.clone());
                 self.call(
-                    Step::RemoveRecord { id, req },
+                    RemoveStep::Record { id, req },
                     Call::DeleteContainer(target),
                 );
             }
         }
     }
 
-    pub(crate) fn on_remove_record(
+    fn on_remove_record(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,
@@ -129,7 +155,7 @@ impl Machine {
             Err(error) if !error.is_not_found() => self.fail_remove(&id, req, error_of(&id, error)),
             _ => {
                 self.persist(
-                    Step::RemoveCheckpoint {
+                    RemoveStep::Checkpoint {
                         id: id.clone(),
                         req,
                     },
@@ -140,7 +166,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_remove_checkpoint(
+    fn on_remove_checkpoint(
         &mut self,
         id: ContainerId,
         req: Option<RequestId>,

@@ -13,8 +13,69 @@
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
-use crate::machine::{Machine, SandboxState, Step, Waiter};
-use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON};
+use crate::machine::{Machine, OperationStep};
+use crate::record::{SandboxState, Waiter};
+use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON, Status};
+
+/// The steps of StartContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StartStep {
+    /// `Tasks.Create`.
+    CreateTask { id: ContainerId, req: RequestId },
+    /// `Tasks.Start`.
+    StartTask { id: ContainerId, req: RequestId },
+    /// The write of `{Pid, StartedAt}`.
+    Persist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
+    /// R2: `Tasks.Delete` with kill.
+    RollbackTask {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+    },
+    /// R1: the write of the failed start.
+    RecordFailure {
+        id: ContainerId,
+        req: RequestId,
+        error: CommandError,
+        status: Status,
+    },
+}
+
+impl OperationStep for StartStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            StartStep::CreateTask { id, req } => m.on_start_create_task(id, req, result),
+            StartStep::StartTask { id, req } => m.on_start_start_task(id, req, result),
+            StartStep::RollbackTask { id, req, error } => {
+                m.on_start_rollback_task(id, req, error, result)
+            }
+            step @ (StartStep::Persist { .. } | StartStep::RecordFailure { .. }) => {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            StartStep::Persist { id, req, status } => m.on_start_persist(id, req, status, result),
+            StartStep::RecordFailure {
+                id,
+                req,
+                error,
+                status,
+            } => m.on_start_record_failure(id, req, error, status, result),
+            step @ (StartStep::CreateTask { .. }
+            | StartStep::StartTask { .. }
+            | StartStep::RollbackTask { .. }) => return Some(step),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn start_container(&mut self, req: RequestId, id: ContainerId) {
@@ -23,33 +84,8 @@ impl Machine {
             return;
         };
         // containerd's order: state, removing, starting (spec §4.2 step 2).
-        let state = c.state();
-        if state != ContainerState::Created {
-            self.reply(
-                req,
-                Err(CommandError::InvalidState {
-                    id,
-                    op: "start",
-                    state,
-                }),
-            );
-            return;
-        }
-        // A stale task still being deleted would collide with (or, deleted late, kill) the
-        // new one.
-        let guard = c
-            .guard
-            .or(c.exit.map(|_| Guard::Exiting))
-            .or((!c.cleanup.is_idle()).then_some(Guard::CleaningUp));
-        if let Some(guard) = guard {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "start",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_start() {
+            self.reply(req, Err(e));
             return;
         }
         c.guard = Some(Guard::Starting);
@@ -65,12 +101,12 @@ impl Machine {
             }
             Some(_) => {
                 let target = crate::io::Target::Container(id.clone());
-                self.call(Step::StartCreateTask { id, req }, Call::CreateTask(target));
+                self.call(StartStep::CreateTask { id, req }, Call::CreateTask(target));
             }
         }
     }
 
-    pub(crate) fn on_start_create_task(
+    fn on_start_create_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -79,7 +115,7 @@ impl Machine {
         match result {
             Ok(_) => {
                 let target = crate::io::Target::Container(id.clone());
-                self.call(Step::StartStartTask { id, req }, Call::StartTask(target));
+                self.call(StartStep::StartTask { id, req }, Call::StartTask(target));
             }
             Err(error) => {
                 let error = CommandError::Backend {
@@ -92,7 +128,7 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_start_start_task(
+    fn on_start_start_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -126,7 +162,7 @@ impl Machine {
                 status.pid = pid;
                 status.started_at = now.max(status.created_at);
                 self.persist(
-                    Step::StartPersist {
+                    StartStep::Persist {
                         id: id.clone(),
                         req,
                         status: status.clone(),
@@ -146,11 +182,11 @@ impl Machine {
         }
     }
 
-    pub(crate) fn on_start_persist(
+    fn on_start_persist(
         &mut self,
         id: ContainerId,
         req: RequestId,
-        status: crate::status::Status,
+        status: Status,
         result: Result<(), PersistError>,
     ) {
         if let Err(error) = result {
@@ -181,12 +217,12 @@ impl Machine {
     fn start_rollback_task(&mut self, id: ContainerId, req: RequestId, error: CommandError) {
         let target = crate::io::Target::Container(id.clone());
         self.call(
-            Step::StartRollbackTask { id, req, error },
+            StartStep::RollbackTask { id, req, error },
             Call::DeleteTask { target, kill: true },
         );
     }
 
-    pub(crate) fn on_start_rollback_task(
+    fn on_start_rollback_task(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -221,7 +257,7 @@ impl Machine {
         status.reason = START_ERROR_REASON.to_owned();
         status.message = error.to_string();
         self.persist(
-            Step::StartRecordFailure {
+            StartStep::RecordFailure {
                 id: id.clone(),
                 req,
                 error,
@@ -232,12 +268,12 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_start_record_failure(
+    fn on_start_record_failure(
         &mut self,
         id: ContainerId,
         req: RequestId,
         error: CommandError,
-        status: crate::status::Status,
+        status: Status,
         result: Result<(), PersistError>,
     ) {
         let Some(c) = self.containers.get_mut(&id) else {
@@ -258,10 +294,7 @@ impl Machine {
         self.reply(req, Err(error));
         // Stops waiting on this start are satisfied once nothing runs: at once, or when the
         // background delete of a task the rollback could not delete has finished.
-        let task_lingers = self
-            .containers
-            .get(&id)
-            .is_some_and(|c| !c.cleanup.is_idle());
+        let task_lingers = self.containers.get(&id).is_some_and(|c| c.task_lingers());
         for w in waiters {
             match w {
                 // The disk may hold this start's RUNNING record: see `answer_idle_stop`.

@@ -11,10 +11,32 @@ use std::time::Duration;
 use crate::error::CommandError;
 use crate::error::Guard;
 use crate::ids::{ContainerId, RequestId};
-use crate::io::{BackendError, Call, CallResult, Response, Target};
-use crate::machine::{Machine, Step, Timer, Waiter};
+use crate::io::{BackendError, Call, CallResult, PersistError, Response, Target};
+use crate::machine::{Machine, OperationStep, Timer};
+use crate::record::{Container, Waiter};
 use crate::signal::SIGKILL;
 use crate::status::ContainerState;
+
+/// The steps of StopContainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StopStep {
+    /// `Tasks.Kill` with the stop signal or SIGKILL.
+    Kill { id: ContainerId, signal: i32 },
+}
+
+impl OperationStep for StopStep {
+    fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
+        match self {
+            StopStep::Kill { id, signal } => m.on_kill(id, signal, result),
+        }
+        None
+    }
+
+    fn on_persisted(self, _m: &mut Machine, _result: Result<(), PersistError>) -> Option<Self> {
+        // Every step of it waits for a call result.
+        Some(self)
+    }
+}
 
 impl Machine {
     pub(crate) fn stop_container(&mut self, req: RequestId, id: ContainerId, timeout: Duration) {
@@ -31,7 +53,7 @@ impl Machine {
         if c.guard == Some(Guard::Starting)
             && self
                 .config
-                .has_bug(crate::machine::PlantedBug::StopDuringStartIgnored)
+                .has_bug(crate::config::PlantedBug::StopDuringStartIgnored)
         {
             self.reply(req, Ok(Response::Done));
             return;
@@ -45,11 +67,13 @@ impl Machine {
             return;
         }
         match c.state() {
+            ContainerState::Created | ContainerState::Exited if c.nothing_to_stop() => {
+                self.answer_idle_stop(&id, req)
+            }
             // A task the failed start could not delete still runs: answer once it is gone.
-            ContainerState::Exited | ContainerState::Created if !c.cleanup.is_idle() => {
+            ContainerState::Exited | ContainerState::Created => {
                 c.waiters.push(Waiter::Stop(req));
             }
-            ContainerState::Created | ContainerState::Exited => self.answer_idle_stop(&id, req),
             ContainerState::Running | ContainerState::Unknown => {
                 c.waiters.push(Waiter::Stop(req));
                 self.begin_stop(&id, timeout);
@@ -64,10 +88,7 @@ impl Machine {
     /// the task of a start it rolled back, whose process still runs (sim seed 2073281).
     /// Busy then, like start and remove, until the record is durable.
     pub(crate) fn answer_idle_stop(&mut self, id: &ContainerId, req: RequestId) {
-        let settled = self
-            .containers
-            .get(id)
-            .is_none_or(|c| c.dirty.is_idle() && c.guard != Some(Guard::Recovering));
+        let settled = self.containers.get(id).is_none_or(Container::is_settled);
         if settled {
             self.reply(req, Ok(Response::Done));
         } else {
@@ -93,7 +114,7 @@ impl Machine {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if c.exit.is_some() || c.state() == ContainerState::Exited {
+        if c.is_finished() {
             return;
         }
         let target = c.target();
@@ -101,7 +122,7 @@ impl Machine {
             if !c.killing {
                 c.killing = true;
                 self.call(
-                    Step::Kill {
+                    StopStep::Kill {
                         id: id.clone(),
                         signal: SIGKILL,
                     },
@@ -117,7 +138,7 @@ impl Machine {
             c.stop_signaled = true;
             let signal = c.meta.stop_signal;
             self.call(
-                Step::Kill {
+                StopStep::Kill {
                     id: id.clone(),
                     signal,
                 },
@@ -131,12 +152,7 @@ impl Machine {
         self.begin_stop(&id, Duration::ZERO);
     }
 
-    pub(crate) fn on_kill(
-        &mut self,
-        id: ContainerId,
-        signal: i32,
-        result: Result<CallResult, BackendError>,
-    ) {
+    fn on_kill(&mut self, id: ContainerId, signal: i32, result: Result<CallResult, BackendError>) {
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };

@@ -7,9 +7,34 @@
 
 use crate::error::{CommandError, Guard};
 use crate::ids::{ContainerId, RequestId};
-use crate::io::{PersistAction, PersistError, Response};
-use crate::machine::{Lane, Machine, Step};
-use crate::status::{ContainerState, Resources, Status};
+use crate::io::{BackendError, CallResult, PersistAction, PersistError, Response};
+use crate::machine::{Machine, OperationStep};
+use crate::status::{Resources, Status};
+
+/// The steps of UpdateContainerResources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpdateStep {
+    /// The write of the new limits.
+    Persist {
+        id: ContainerId,
+        req: RequestId,
+        status: Status,
+    },
+}
+
+impl OperationStep for UpdateStep {
+    fn on_call(self, _m: &mut Machine, _result: Result<CallResult, BackendError>) -> Option<Self> {
+        // Every step of it waits for a persist outcome.
+        Some(self)
+    }
+
+    fn on_persisted(self, m: &mut Machine, result: Result<(), PersistError>) -> Option<Self> {
+        match self {
+            UpdateStep::Persist { id, req, status } => m.on_update_persist(id, req, status, result),
+        }
+        None
+    }
+}
 
 impl Machine {
     pub(crate) fn update_resources(
@@ -22,38 +47,15 @@ impl Machine {
             self.reply(req, Err(CommandError::ContainerNotFound { id }));
             return;
         };
-        let state = c.state();
-        if state == ContainerState::Exited {
-            self.reply(
-                req,
-                Err(CommandError::InvalidState {
-                    id,
-                    op: "update resources of",
-                    state,
-                }),
-            );
-            return;
-        }
-        let busy = c
-            .guard
-            .or(c.exit.map(|_| Guard::Exiting))
-            .or((!c.dirty.is_idle()).then_some(Guard::Recovering));
-        if let Some(guard) = busy {
-            self.reply(
-                req,
-                Err(CommandError::Busy {
-                    id,
-                    op: "update resources of",
-                    guard,
-                }),
-            );
+        if let Err(e) = c.can_update() {
+            self.reply(req, Err(e));
             return;
         }
         c.guard = Some(Guard::Updating);
         let mut status = c.status.clone();
         status.resources = Some(resources);
         self.persist(
-            Step::UpdatePersist {
+            UpdateStep::Persist {
                 id: id.clone(),
                 req,
                 status: status.clone(),
@@ -63,7 +65,7 @@ impl Machine {
         );
     }
 
-    pub(crate) fn on_update_persist(
+    fn on_update_persist(
         &mut self,
         id: ContainerId,
         req: RequestId,
@@ -75,7 +77,7 @@ impl Machine {
             return;
         };
         c.guard = None;
-        let deferred_exit = c.exit.is_some_and(|p| p.lane == Lane::Idle);
+        let deferred_exit = c.has_deferred_exit();
         let failed = result.is_err();
         match result {
             Ok(()) => {

@@ -1,0 +1,82 @@
+//! The machine's tunables ([`Config`]) and, under feature `planted-bugs`, the deliberate
+//! bugs a test can switch on to prove that the checks catch them (`PlantedBug`).
+
+use std::time::Duration;
+
+/// Tunables of the machine. Plain data; the defaults are containerd's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// First retry delay of exit handling, task cleanup and checkpoint writes (spec §5.4: 1 s).
+    pub backoff_initial: Duration,
+    /// Cap of that delay (spec §5.4: 5 min).
+    pub backoff_max: Duration,
+    /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
+    /// second; waiting 5 minutes to notice an exit would be wrong).
+    pub resync_backoff_max: Duration,
+    /// A deliberate bug to switch on, to prove that the checks catch it (feature
+    /// `planted-bugs`; never in a production build).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate bugs modelled on real containerd bugs (feature `planted-bugs`).
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlantedBug {
+    /// The task is deleted before the exit is persisted (containerd's order, spec §5.2):
+    /// a crash in between turns a real exit code into 255.
+    DeleteTaskBeforeExitPersisted,
+    /// Unknown is not persisted (containerd, spec §6.6).
+    UnknownNotPersisted,
+    /// A failed wait is taken as exit 255 (containerd's Go client, spec §5.1).
+    BrokenWaitIsExit,
+    /// A StopContainer during a StartContainer is a no-op (containerd, spec §4.3).
+    StopDuringStartIgnored,
+    /// Recovery arms the exit watch before the container's record is in place, and the
+    /// exit handler drops exits for containers still being recovered (containerd#10390).
+    WatchArmedBeforeRecorded,
+    /// A checkpoint write that fails during recovery skips the container
+    /// (containerd#7247).
+    RecoveryWriteFailureSkips,
+}
+
+#[cfg(feature = "planted-bugs")]
+impl PlantedBug {
+    /// Every planted bug of the core.
+    pub const ALL: [PlantedBug; 6] = [
+        PlantedBug::DeleteTaskBeforeExitPersisted,
+        PlantedBug::UnknownNotPersisted,
+        PlantedBug::BrokenWaitIsExit,
+        PlantedBug::StopDuringStartIgnored,
+        PlantedBug::WatchArmedBeforeRecorded,
+        PlantedBug::RecoveryWriteFailureSkips,
+    ];
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            resync_backoff_max: Duration::from_secs(10),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
+        }
+    }
+}
+
+impl Config {
+    /// True if `bug` is switched on.
+    #[cfg(feature = "planted-bugs")]
+    pub fn has_bug(&self, bug: PlantedBug) -> bool {
+        self.planted_bug == Some(bug)
+    }
+}
+
+impl Config {
+    /// Delay before retry number `attempt` (0-based), doubling from the initial delay.
+    pub fn backoff(&self, attempt: u32, cap: Duration) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX);
+        self.backoff_initial.saturating_mul(factor).min(cap)
+    }
+}
