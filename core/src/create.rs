@@ -5,9 +5,11 @@
 //! itself fails the record may live on in containerd; berth then keeps the container as
 //! UNKNOWN (visible and removable) instead of hiding it until the next restart.
 
-use crate::error::CommandError;
+use crate::error::{CommandError, Operation};
 use crate::ids::{ContainerId, RequestId, SandboxId};
-use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
+use crate::io::{
+    BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
+};
 use crate::machine::{Machine, OperationStep};
 use crate::meta::{ContainerConfig, ContainerMeta};
 use crate::record::{Container, Creating, SandboxState};
@@ -146,8 +148,8 @@ impl Machine {
             }
             Err(error) => {
                 let error = CommandError::Backend {
-                    op: "create container",
-                    target: id.to_string(),
+                    op: Operation::CreateContainer,
+                    target: Target::Container(id.clone()),
                     error,
                 };
                 // The record may exist even though the call failed (reply lost), unless
@@ -175,7 +177,7 @@ impl Machine {
             }
             Err(error) => {
                 let error = CommandError::Persist {
-                    op: "create container",
+                    op: Operation::CreateContainer,
                     error,
                 };
                 self.create_rollback(id, error);

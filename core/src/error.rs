@@ -3,7 +3,7 @@
 //! [`BackendErrorKind::code`] is the one mapping of a backend failure to such a code.
 
 use crate::ids::{ContainerId, IdError, SandboxId};
-use crate::io::{BackendError, BackendErrorKind, PersistError};
+use crate::io::{BackendError, BackendErrorKind, PersistError, Target};
 use crate::registry::NameError;
 use crate::status::ContainerState;
 
@@ -73,6 +73,45 @@ impl std::fmt::Display for Guard {
     }
 }
 
+/// The CRI operation an error is about. Its text is what the operation does, without its
+/// object, so that it reads after "cannot": "container c1: cannot start in state
+/// CONTAINER_RUNNING", "sandbox p1: cannot run: Tasks.Start p1: …".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// RunPodSandbox.
+    RunPodSandbox,
+    /// StopPodSandbox.
+    StopPodSandbox,
+    /// RemovePodSandbox.
+    RemovePodSandbox,
+    /// CreateContainer.
+    CreateContainer,
+    /// StartContainer.
+    StartContainer,
+    /// StopContainer.
+    StopContainer,
+    /// RemoveContainer.
+    RemoveContainer,
+    /// UpdateContainerResources.
+    UpdateContainerResources,
+    /// ReopenContainerLog.
+    ReopenContainerLog,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::RunPodSandbox => "run",
+            Operation::StopPodSandbox | Operation::StopContainer => "stop",
+            Operation::RemovePodSandbox | Operation::RemoveContainer => "remove",
+            Operation::CreateContainer => "create",
+            Operation::StartContainer => "start",
+            Operation::UpdateContainerResources => "update its resources",
+            Operation::ReopenContainerLog => "reopen its log",
+        })
+    }
+}
+
 /// Why a CRI command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -138,8 +177,8 @@ pub enum CommandError {
     InvalidState {
         /// The container.
         id: ContainerId,
-        /// The operation ("start", "remove").
-        op: &'static str,
+        /// The operation refused.
+        op: Operation,
         /// Its state.
         state: ContainerState,
     },
@@ -149,25 +188,25 @@ pub enum CommandError {
         /// The container.
         id: ContainerId,
         /// The operation refused.
-        op: &'static str,
+        op: Operation,
         /// What holds it.
         guard: Guard,
     },
     /// A backend call failed.
-    #[error("{op} {target}: {error}")]
+    #[error("{target}: cannot {op}: {error}")]
     Backend {
-        /// The CRI operation ("start container").
-        op: &'static str,
+        /// The CRI operation the call was a step of.
+        op: Operation,
         /// The object.
-        target: String,
-        /// The backend's error.
+        target: Target,
+        /// The backend's error (its verb names the step).
         error: BackendError,
     },
     /// A checkpoint write failed.
-    #[error("{op}: {error}")]
+    #[error("container {}: cannot {op}: {error}", error.id)]
     Persist {
-        /// The CRI operation.
-        op: &'static str,
+        /// The CRI operation the write was a step of.
+        op: Operation,
         /// The store's error.
         error: PersistError,
     },

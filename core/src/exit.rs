@@ -342,7 +342,7 @@ impl Machine {
                     req,
                     Err(crate::error::CommandError::Busy {
                         id: id.clone(),
-                        op: "remove",
+                        op: crate::error::Operation::RemoveContainer,
                         guard: Guard::Removing,
                     }),
                 ),

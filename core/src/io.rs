@@ -351,14 +351,16 @@ pub enum Command {
     },
     /// RemoveContainer (force-stops a running or unknown container first).
     RemoveContainer(ContainerId),
-    /// UpdateContainerResources: record new limits (the driver applied them to the task or
-    /// record first).
+    /// UpdateContainerResources: apply new limits to the task of a RUNNING container or the
+    /// record of a CREATED one ([`Call::UpdateResources`]), then record them durably.
     UpdateContainerResources {
         /// Which container.
         id: ContainerId,
         /// The new limits.
-        resources: crate::status::Resources,
+        resources: Resources,
     },
+    /// ReopenContainerLog: reopen a RUNNING container's log file ([`Call::ReopenLog`]).
+    ReopenContainerLog(ContainerId),
 }
 
 /// A successful reply.

@@ -70,6 +70,7 @@ mod record;
 mod recovery;
 mod registry;
 mod remove;
+mod reopen;
 mod sandbox;
 mod signal;
 mod start;
@@ -87,7 +88,7 @@ pub use checkpoint::{
 pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
-pub use error::{CommandError, ErrorCode, Guard};
+pub use error::{CommandError, ErrorCode, Guard, Operation};
 pub use ids::{ContainerId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId, validate_id};
 pub use invariants::InvariantViolation;
 pub use io::{

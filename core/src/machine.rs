@@ -23,6 +23,7 @@ use crate::record::{Container, Creating, Sandbox};
 use crate::recovery::RecoveryStep;
 use crate::registry::NameRegistry;
 use crate::remove::RemoveStep;
+use crate::reopen::ReopenStep;
 use crate::sandbox::{RemoveSandboxStep, RunSandboxStep, StopSandboxStep};
 use crate::start::StartStep;
 use crate::status::ExitStatus;
@@ -40,6 +41,7 @@ pub(crate) enum Step {
     Exit(ExitStep),
     Remove(RemoveStep),
     Update(UpdateStep),
+    Reopen(ReopenStep),
     Recovery(RecoveryStep),
     RunSandbox(RunSandboxStep),
     StopSandbox(StopSandboxStep),
@@ -68,6 +70,7 @@ macro_rules! forward {
             Step::Exit(s) => s.$method($m, $result).map(Step::Exit),
             Step::Remove(s) => s.$method($m, $result).map(Step::Remove),
             Step::Update(s) => s.$method($m, $result).map(Step::Update),
+            Step::Reopen(s) => s.$method($m, $result).map(Step::Reopen),
             Step::Recovery(s) => s.$method($m, $result).map(Step::Recovery),
             Step::RunSandbox(s) => s.$method($m, $result).map(Step::RunSandbox),
             Step::StopSandbox(s) => s.$method($m, $result).map(Step::StopSandbox),
@@ -104,6 +107,7 @@ step_from!(
     Exit(ExitStep),
     Remove(RemoveStep),
     Update(UpdateStep),
+    Reopen(ReopenStep),
     Recovery(RecoveryStep),
     RunSandbox(RunSandboxStep),
     StopSandbox(StopSandboxStep),
@@ -176,9 +180,14 @@ impl Machine {
     // ---------------------------------------------------------------- inputs
 
     /// Input: a CRI command. Its reply comes out of [`Machine::poll_effect`], now or after
-    /// the calls it needs.
+    /// the calls it needs. While recovery has not finished every command is answered
+    /// [`CommandError::Recovering`] and changes nothing.
     pub fn handle_command(&mut self, req: RequestId, command: Command, now: Now) {
         self.tick(now);
+        if let Err(e) = self.serving() {
+            self.reply(req, Err(e));
+            return;
+        }
         match command {
             Command::RunPodSandbox { id, config } => self.run_pod_sandbox(req, id, *config),
             Command::StopPodSandbox(id) => self.stop_pod_sandbox(req, id),
@@ -194,6 +203,7 @@ impl Machine {
             Command::UpdateContainerResources { id, resources } => {
                 self.update_resources(req, id, resources)
             }
+            Command::ReopenContainerLog(id) => self.reopen_container_log(req, id),
         }
     }
 
@@ -316,10 +326,20 @@ impl Machine {
         self.sandboxes.values()
     }
 
-    /// True while steps started by recovery have not had their first outcome; the driver
-    /// answers Unavailable until this turns false.
+    /// True while steps started by recovery have not had their first outcome: commands
+    /// and reads are answered [`CommandError::Recovering`] until this turns false.
     pub fn is_recovering(&self) -> bool {
         !self.recovery_outstanding.is_empty()
+    }
+
+    /// Whether the machine answers requests now: [`CommandError::Recovering`] while
+    /// recovery has not finished (what commands get, and what reads must answer too).
+    pub fn serving(&self) -> Result<(), CommandError> {
+        if self.is_recovering() {
+            Err(CommandError::Recovering)
+        } else {
+            Ok(())
+        }
     }
 
     /// Names of recovered objects that could not be registered because another object

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::error::{CommandError, Guard};
+use crate::error::{CommandError, Guard, Operation};
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
 use crate::io::Target;
 use crate::machine::Machine;
@@ -157,7 +157,7 @@ impl Container {
         if state != ContainerState::Created {
             return Err(CommandError::InvalidState {
                 id: id.clone(),
-                op: "start",
+                op: Operation::StartContainer,
                 state,
             });
         }
@@ -168,20 +168,20 @@ impl Container {
         match guard {
             Some(guard) => Err(CommandError::Busy {
                 id: id.clone(),
-                op: "start",
+                op: Operation::StartContainer,
                 guard,
             }),
             None => Ok(()),
         }
     }
 
-    /// Why UpdateContainerResources refuses now: an EXITED container, then
-    /// [`Container::busy_guard`].
+    /// Why UpdateContainerResources refuses now: a state other than RUNNING (limits for its
+    /// task) or CREATED (limits for its record), then [`Container::busy_guard`].
     pub(crate) fn can_update(&self) -> Result<(), CommandError> {
         let id = &self.meta.id;
-        let op = "update resources of";
+        let op = Operation::UpdateContainerResources;
         let state = self.state();
-        if state == ContainerState::Exited {
+        if !matches!(state, ContainerState::Running | ContainerState::Created) {
             return Err(CommandError::InvalidState {
                 id: id.clone(),
                 op,
@@ -204,7 +204,7 @@ impl Container {
         match self.guard {
             Some(guard) => Err(CommandError::Busy {
                 id: self.meta.id.clone(),
-                op: "remove",
+                op: Operation::RemoveContainer,
                 guard,
             }),
             None => Ok(()),

@@ -6,7 +6,7 @@
 //! the guard and leaves the container removable again. A crash after the containerd record
 //! is gone leaves only directories, which recovery's orphan sweep removes.
 
-use crate::error::{CommandError, Guard};
+use crate::error::{CommandError, Guard, Operation};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{
     BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
@@ -174,7 +174,7 @@ impl Machine {
     ) {
         if let Err(error) = result {
             let error = CommandError::Persist {
-                op: "remove container",
+                op: Operation::RemoveContainer,
                 error,
             };
             self.fail_remove(&id, req, error);
@@ -221,8 +221,8 @@ impl Machine {
 
 fn error_of(id: &ContainerId, error: BackendError) -> CommandError {
     CommandError::Backend {
-        op: "remove container",
-        target: id.to_string(),
+        op: Operation::RemoveContainer,
+        target: Target::Container(id.clone()),
         error,
     }
 }

@@ -10,9 +10,11 @@
 //! the shim keeps a task's exit status until `Tasks.Delete`, and only the exit handler
 //! deletes a started task, after the exit is persisted.
 
-use crate::error::{CommandError, Guard};
+use crate::error::{CommandError, Guard, Operation};
 use crate::ids::{ContainerId, RequestId};
-use crate::io::{BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response};
+use crate::io::{
+    BackendError, Call, CallResult, EventKind, PersistAction, PersistError, Response, Target,
+};
 use crate::machine::{Machine, OperationStep};
 use crate::record::{SandboxState, Waiter};
 use crate::status::{ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON, Status};
@@ -119,8 +121,8 @@ impl Machine {
             }
             Err(error) => {
                 let error = CommandError::Backend {
-                    op: "create task for container",
-                    target: id.to_string(),
+                    op: Operation::StartContainer,
+                    target: Target::Container(id.clone()),
                     error,
                 };
                 self.start_rollback_task(id, req, error);
@@ -141,8 +143,8 @@ impl Machine {
                     // A backend that reports no pid cannot be supervised: undo the start.
                     other => {
                         let error = CommandError::Backend {
-                            op: "start container",
-                            target: id.to_string(),
+                            op: Operation::StartContainer,
+                            target: Target::Container(id.clone()),
                             error: BackendError::new(
                                 crate::io::BackendErrorKind::Other,
                                 "Tasks.Start",
@@ -173,8 +175,8 @@ impl Machine {
             }
             Err(error) => {
                 let error = CommandError::Backend {
-                    op: "start container",
-                    target: id.to_string(),
+                    op: Operation::StartContainer,
+                    target: Target::Container(id.clone()),
                     error,
                 };
                 self.start_rollback_task(id, req, error);
@@ -191,7 +193,7 @@ impl Machine {
     ) {
         if let Err(error) = result {
             let error = CommandError::Persist {
-                op: "start container",
+                op: Operation::StartContainer,
                 error,
             };
             self.start_rollback_task(id, req, error);

@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use crate::error::CommandError;
-use crate::error::Guard;
+use crate::error::{CommandError, Guard, Operation};
 use crate::ids::{ContainerId, RequestId};
 use crate::io::{BackendError, Call, CallResult, PersistError, Response, Target};
 use crate::machine::{Machine, OperationStep, Timer};
@@ -102,7 +101,7 @@ impl Machine {
             req,
             Err(CommandError::Busy {
                 id: id.clone(),
-                op: "stop",
+                op: Operation::StopContainer,
                 guard: Guard::Recovering,
             }),
         );
@@ -173,8 +172,8 @@ impl Machine {
             }
             Err(error) => {
                 let error = CommandError::Backend {
-                    op: "stop container",
-                    target: id.to_string(),
+                    op: Operation::StopContainer,
+                    target: Target::Container(id.clone()),
                     error,
                 };
                 self.fail_stop(&id, error);

@@ -19,7 +19,7 @@ use crate::io::{
 use crate::machine::{Config, Machine};
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
 use crate::recovery::{CheckpointProblem, RecoveredContainer, RecoveredSandbox, RecoveryInput};
-use crate::status::{ExitStatus, Status};
+use crate::status::{ExitStatus, Resources, Status};
 
 /// Wall clock at mono 0 in every world (2026-01-01T00:00:00Z).
 pub const WALL_BASE: i64 = 1_767_225_600_000_000_000;
@@ -78,6 +78,12 @@ pub struct World {
     pub ignores_term: BTreeSet<Target>,
     /// Owners whose shim was killed (their exit codes are lost for good).
     pub shim_killed: BTreeSet<Target>,
+    /// Limits written into records by `Containers.Update` (the record's OCI spec).
+    pub record_resources: BTreeMap<Target, Resources>,
+    /// Limits of live tasks: their record's at `Tasks.Create`, then every `Tasks.Update`.
+    pub task_resources: BTreeMap<Target, Resources>,
+    /// Log reopens that succeeded, by owner.
+    pub log_reopens: BTreeMap<Target, usize>,
     next_pid: u32,
     next_req: u64,
     /// Log every step into `transcript`.
@@ -126,6 +132,9 @@ impl World {
             init_exits: BTreeMap::new(),
             ignores_term: BTreeSet::new(),
             shim_killed: BTreeSet::new(),
+            record_resources: BTreeMap::new(),
+            task_resources: BTreeMap::new(),
+            log_reopens: BTreeMap::new(),
             next_pid: 100,
             next_req: 1,
             logging: true,
@@ -170,6 +179,9 @@ impl World {
         );
         if s.unknown {
             out.push_str(" unknown");
+        }
+        if let Some(r) = &s.resources {
+            let _ = write!(out, " memory={}MiB", r.memory_limit_in_bytes >> 20);
         }
         out
     }
@@ -351,6 +363,10 @@ impl World {
                 self.exit_history.remove(&target);
                 self.init_exits.remove(&target);
                 self.shim_killed.remove(&target);
+                match &meta.config.resources {
+                    Some(r) => self.record_resources.insert(target.clone(), r.clone()),
+                    None => self.record_resources.remove(&target),
+                };
                 self.records
                     .insert(target, RecordMeta::Container(meta.clone()));
                 Ok(CallResult::Done)
@@ -392,6 +408,10 @@ impl World {
                     ));
                 }
                 let pid = self.pid();
+                match self.record_resources.get(&target).cloned() {
+                    Some(r) => self.task_resources.insert(target.clone(), r),
+                    None => self.task_resources.remove(&target),
+                };
                 self.tasks.insert(target, FakeTask::Created(pid));
                 Ok(CallResult::Pid(pid))
             }
@@ -453,23 +473,32 @@ impl World {
             })),
             Call::UpdateResources {
                 of: ResourcesOf::Record,
+                resources,
                 ..
             } => {
                 if !self.records.contains_key(&target) {
                     return not_found(self, "container not found");
                 }
+                self.record_resources.insert(target, (**resources).clone());
                 Ok(CallResult::Done)
             }
             Call::UpdateResources {
                 of: ResourcesOf::Task,
+                resources,
                 ..
             } => match self.tasks.get(&target) {
                 None => not_found(self, "task not found"),
                 Some(FakeTask::Stopped(_)) => not_found(self, "process already finished"),
-                Some(_) => Ok(CallResult::Done),
+                Some(_) => {
+                    self.task_resources.insert(target, (**resources).clone());
+                    Ok(CallResult::Done)
+                }
             },
             Call::ReopenLog(_) => match self.tasks.get(&target) {
-                Some(FakeTask::Running(_)) => Ok(CallResult::Done),
+                Some(FakeTask::Running(_)) => {
+                    *self.log_reopens.entry(target).or_default() += 1;
+                    Ok(CallResult::Done)
+                }
                 _ => Err(self.err(
                     BackendErrorKind::FailedPrecondition,
                     verb,
@@ -739,9 +768,10 @@ fn describe_command(c: &Command) -> String {
         Command::RemoveContainer(id) => format!("RemoveContainer {id}"),
         Command::UpdateContainerResources { id, resources } => {
             format!(
-                "UpdateContainerResources {id} memory={}",
-                resources.memory_limit_in_bytes
+                "UpdateContainerResources {id} memory={}MiB",
+                resources.memory_limit_in_bytes >> 20
             )
         }
+        Command::ReopenContainerLog(id) => format!("ReopenContainerLog {id}"),
     }
 }

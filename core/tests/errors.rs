@@ -168,7 +168,7 @@ fn start_twice() {
         e,
         CommandError::InvalidState {
             id: cid("c1"),
-            op: "start",
+            op: Operation::StartContainer,
             state: ContainerState::Running
         }
     );
@@ -188,7 +188,7 @@ fn start_while_starting() {
         w.replies[&req],
         Err(CommandError::Busy {
             id: cid("c1"),
-            op: "start",
+            op: Operation::StartContainer,
             guard: Guard::Starting
         })
     );
@@ -219,7 +219,7 @@ fn remove_while_starting() {
         w.replies[&req],
         Err(CommandError::Busy {
             id: cid("c1"),
-            op: "remove",
+            op: Operation::RemoveContainer,
             guard: Guard::Starting
         })
     );
@@ -234,7 +234,7 @@ fn remove_while_removing() {
         w.replies[&req],
         Err(CommandError::Busy {
             id: cid("c1"),
-            op: "remove",
+            op: Operation::RemoveContainer,
             guard: Guard::Removing
         })
     );
@@ -254,7 +254,7 @@ fn remove_backend_failure_leaves_container_removable() {
         matches!(
             e,
             CommandError::Backend {
-                op: "remove container",
+                op: Operation::RemoveContainer,
                 ..
             }
         ),
@@ -278,7 +278,7 @@ fn create_checkpoint_failure_rolls_back() {
         matches!(
             e,
             CommandError::Persist {
-                op: "create container",
+                op: Operation::CreateContainer,
                 ..
             }
         ),
@@ -336,7 +336,7 @@ fn stop_kill_failure_is_reported() {
         matches!(
             e,
             CommandError::Backend {
-                op: "stop container",
+                op: Operation::StopContainer,
                 ..
             }
         ),
@@ -385,6 +385,7 @@ fn update_resources_is_recorded_and_refused_when_exited() {
         })
         .unwrap_err();
     assert_eq!(e, CommandError::ContainerNotFound { id: cid("nope") });
+    // CREATED: the limits go into the record's spec (its task starts with them).
     assert_eq!(
         w.run(Command::UpdateContainerResources {
             id: cid("c1"),
@@ -394,21 +395,81 @@ fn update_resources_is_recorded_and_refused_when_exited() {
     );
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(64)));
     assert_eq!(w.status("c1").unwrap().resources, Some(mem(64)));
+    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
     w.start("c1").unwrap();
+    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(64)));
+    // RUNNING: the limits go to the task (its cgroup); the record keeps its own.
+    assert_eq!(
+        w.run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(32)
+        }),
+        Ok(Response::Done)
+    );
+    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(32)));
+    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
+    assert_eq!(w.disk[&cid("c1")].resources, Some(mem(32)));
     w.exit_task(&World::ct("c1"), 0);
     w.settle();
     let before = w.disk.clone();
+    let calls = w.transcript.len();
     let e = w
         .run(Command::UpdateContainerResources {
             id: cid("c1"),
             resources: mem(1),
         })
         .unwrap_err();
+    assert_eq!(
+        e,
+        CommandError::InvalidState {
+            id: cid("c1"),
+            op: Operation::UpdateContainerResources,
+            state: ContainerState::Exited,
+        }
+    );
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    assert_eq!(
+        e.to_string(),
+        "container c1: cannot update its resources in state CONTAINER_EXITED"
+    );
+    assert!(
+        !w.transcript[calls..].iter().any(|l| l.contains("call")),
+        "no call for a refused update"
+    );
+    unchanged(&w, &before);
+}
+
+#[test]
+fn update_of_an_unknown_container_is_refused() {
+    let mut w = world();
+    w.start("c1").unwrap();
+    // Recovery cannot observe the task: the container is UNKNOWN, neither task nor record
+    // can be said to be the one to update.
+    w.crash_and_recover(|t| {
+        (*t == World::ct("c1")).then(|| {
+            Err(BackendError::new(
+                BackendErrorKind::Other,
+                "Tasks.Get",
+                "c1",
+                "injected",
+            ))
+        })
+    });
+    w.settle();
+    assert_eq!(w.status("c1").unwrap().state(), ContainerState::Unknown);
+    let before = w.disk.clone();
+    let e = w
+        .run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(8),
+        })
+        .unwrap_err();
     assert!(
         matches!(
             e,
             CommandError::InvalidState {
-                state: ContainerState::Exited,
+                state: ContainerState::Unknown,
+                op: Operation::UpdateContainerResources,
                 ..
             }
         ),
@@ -418,33 +479,283 @@ fn update_resources_is_recorded_and_refused_when_exited() {
 }
 
 #[test]
-fn exit_during_update_is_recorded_after_it() {
+fn update_call_failure_records_nothing_and_releases_the_guard() {
     let mut w = world();
     w.start("c1").unwrap();
-    let req = w.command(Command::UpdateContainerResources {
-        id: cid("c1"),
-        resources: mem(8),
-    });
-    // The process exits while the update's write is pending: no second write starts.
-    w.exit_task(&World::ct("c1"), 3);
-    let persists = w
+    let before = w.disk.clone();
+    w.fail_next(
+        "Tasks.Update",
+        Fault::Before(BackendErrorKind::DeadlineExceeded),
+    );
+    let e = w
+        .run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(8),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            CommandError::Backend {
+                op: Operation::UpdateContainerResources,
+                target: Target::Container(id),
+                error,
+            } if id == &cid("c1") && error.verb == "Tasks.Update"
+        ),
+        "{e}"
+    );
+    assert_eq!(e.code(), ErrorCode::DeadlineExceeded);
+    assert!(
+        e.to_string()
+            .starts_with("container c1: cannot update its resources: Tasks.Update c1:"),
+        "{e}"
+    );
+    assert_eq!(w.status("c1").unwrap().resources, None);
+    assert_eq!(w.machine.container(&cid("c1")).unwrap().guard(), None);
+    unchanged(&w, &before);
+    // Retried, it goes through.
+    assert_eq!(
+        w.run(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(8),
+        }),
+        Ok(Response::Done)
+    );
+    assert_eq!(w.disk[&cid("c1")].resources, Some(mem(8)));
+}
+
+/// When the process exits during an update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ExitDuring {
+    /// Tasks.Update in flight; the call then finds the task exited and fails.
+    CallFails,
+    /// Tasks.Update took effect, but the exit is reported before its reply.
+    CallReplyLate,
+    /// Tasks.Update done, the write of the new limits pending.
+    Write,
+}
+
+#[test]
+fn exit_during_update_is_recorded_after_it() {
+    for during in [
+        ExitDuring::CallFails,
+        ExitDuring::CallReplyLate,
+        ExitDuring::Write,
+    ] {
+        let mut w = world();
+        w.start("c1").unwrap();
+        let req = w.command(Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(8),
+        });
+        let writes = |w: &World| {
+            w.pending
+                .iter()
+                .filter(|e| matches!(e, Effect::Persist { .. }))
+                .count()
+        };
+        let update = w
+            .pending
+            .iter()
+            .position(|e| {
+                matches!(
+                    e,
+                    Effect::Call {
+                        call: Call::UpdateResources { .. },
+                        ..
+                    }
+                )
+            })
+            .expect("Tasks.Update emitted");
+        let late_op = match during {
+            ExitDuring::CallReplyLate => match w.pending.remove(update) {
+                Effect::Call { op, .. } => Some(op),
+                _ => None,
+            },
+            ExitDuring::Write => {
+                w.execute(update);
+                assert_eq!(writes(&w), 1);
+                None
+            }
+            ExitDuring::CallFails => None,
+        };
+        // The process exits meanwhile: its write waits for the update.
+        w.exit_task(&World::ct("c1"), 3);
+        let want = usize::from(during == ExitDuring::Write);
+        assert_eq!(
+            writes(&w),
+            want,
+            "{during:?}: one write of the record at a time"
+        );
+        let start = w.command(Command::StartContainer(cid("c1")));
+        assert!(matches!(
+            w.replies[&start],
+            Err(CommandError::InvalidState { .. } | CommandError::Busy { .. })
+        ));
+        if let Some(op) = late_op {
+            w.machine.handle_call(op, Ok(CallResult::Done), w.now);
+            w.collect();
+        }
+        w.settle();
+        let s = w.status("c1").unwrap();
+        assert_eq!(
+            (s.state(), s.exit_code),
+            (ContainerState::Exited, 3),
+            "{during:?}"
+        );
+        if during == ExitDuring::CallFails {
+            let e = w.replies[&req].clone().unwrap_err();
+            assert_eq!(e.code(), ErrorCode::NotFound, "{during:?}: {e}");
+            assert_eq!(
+                s.resources, None,
+                "{during:?}: a failed update records nothing"
+            );
+        } else {
+            assert_eq!(w.replies[&req], Ok(Response::Done), "{during:?}");
+            assert_eq!(s.resources, Some(mem(8)), "{during:?}");
+        }
+        assert_eq!(w.disk[&cid("c1")], s);
+        w.machine.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn reopen_log_needs_a_running_container() {
+    let mut w = world();
+    let e = w.run(Command::ReopenContainerLog(cid("nope"))).unwrap_err();
+    assert_eq!(e, CommandError::ContainerNotFound { id: cid("nope") });
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    assert_eq!(
+        e.to_string(),
+        "container c1: cannot reopen its log in state CONTAINER_CREATED"
+    );
+    w.start("c1").unwrap();
+    assert_eq!(
+        w.run(Command::ReopenContainerLog(cid("c1"))),
+        Ok(Response::Done)
+    );
+    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    // The backend refuses (no log is being written): its kind gives the code.
+    w.fail_next(
+        "Logs.Reopen",
+        Fault::Before(BackendErrorKind::FailedPrecondition),
+    );
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CommandError::Backend {
+                op: Operation::ReopenContainerLog,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    w.exit_task(&World::ct("c1"), 0);
+    w.settle();
+    let before = w.disk.clone();
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "container c1: cannot reopen its log in state CONTAINER_EXITED"
+    );
+    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    unchanged(&w, &before);
+}
+
+#[test]
+fn commands_during_recovery_answer_unavailable() {
+    let mut w = world();
+    // A start cut short by a crash before its persist: recovery adopts the running task and
+    // writes RUNNING, which keeps it recovering until that write's outcome.
+    w.command(Command::StartContainer(cid("c1")));
+    while !w
         .pending
         .iter()
-        .filter(|e| matches!(e, Effect::Persist { .. }))
-        .count();
-    assert_eq!(persists, 1, "one write of the record at a time");
-    let start = w.command(Command::StartContainer(cid("c1")));
-    assert!(matches!(
-        w.replies[&start],
-        Err(CommandError::InvalidState { .. } | CommandError::Busy { .. })
-    ));
+        .any(|e| matches!(e, Effect::Persist { .. }))
+    {
+        w.execute(0);
+    }
+    w.crash_and_recover(|_| None);
+    assert!(w.machine.is_recovering());
+    let before = w.disk.clone();
+    let pending = w.pending.len();
+    for command in [
+        Command::StartContainer(cid("c1")),
+        Command::StopContainer {
+            id: cid("c1"),
+            timeout: Duration::ZERO,
+        },
+        Command::RemoveContainer(cid("c1")),
+        Command::UpdateContainerResources {
+            id: cid("c1"),
+            resources: mem(8),
+        },
+        Command::ReopenContainerLog(cid("c1")),
+        Command::StopPodSandbox(sid("pod1")),
+        Command::RemovePodSandbox(sid("nope")),
+    ] {
+        let req = w.command(command);
+        let e = w.replies[&req].clone().unwrap_err();
+        assert_eq!(e, CommandError::Recovering);
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+    }
+    assert_eq!(w.machine.serving(), Err(CommandError::Recovering));
+    assert_eq!(w.pending.len(), pending, "a refused command emits nothing");
+    unchanged(&w, &before);
     w.settle();
-    assert_eq!(w.replies[&req], Ok(Response::Done));
-    let s = w.status("c1").unwrap();
+    assert_eq!(w.machine.serving(), Ok(()));
+    assert_eq!(w.status("c1").unwrap().state(), ContainerState::Running);
+}
+
+#[test]
+fn ids_and_unique_prefixes_resolve_ambiguous_ones_do_not() {
+    let mut w = world();
+    w.create("c12", "pod1", "other").unwrap();
+    let m = &w.machine;
+    assert_eq!(m.container_id("c1"), Ok(cid("c1")), "the exact id wins");
+    assert_eq!(m.container_id("c12"), Ok(cid("c12")));
     assert_eq!(
-        (s.state(), s.exit_code, s.resources.clone()),
-        (ContainerState::Exited, 3, Some(mem(8)))
+        m.container_id("c"),
+        Err(CommandError::AmbiguousPrefix {
+            prefix: "c".into(),
+            matches: 2
+        })
     );
-    assert_eq!(w.disk[&cid("c1")], s);
-    w.machine.check_invariants().unwrap();
+    assert_eq!(
+        m.container_id("c").unwrap_err().code(),
+        ErrorCode::InvalidArgument
+    );
+    // An id that matches nothing is passed through: the command decides.
+    assert_eq!(m.container_id("ghost"), Ok(cid("ghost")));
+    assert!(matches!(
+        m.container_id("../etc"),
+        Err(CommandError::InvalidId(_))
+    ));
+    assert_eq!(m.sandbox_id("pod"), Ok(sid("pod1")));
+}
+
+#[test]
+fn backend_kinds_map_to_one_code() {
+    use BackendErrorKind as K;
+    let cases = [
+        (K::NotFound, ErrorCode::NotFound),
+        (K::AlreadyExists, ErrorCode::Internal),
+        (K::FailedPrecondition, ErrorCode::FailedPrecondition),
+        (K::Unavailable, ErrorCode::Unavailable),
+        (K::DeadlineExceeded, ErrorCode::DeadlineExceeded),
+        (K::Other, ErrorCode::Internal),
+    ];
+    for (kind, code) in cases {
+        assert_eq!(kind.code(), code, "{kind}");
+        let e = CommandError::Backend {
+            op: Operation::StartContainer,
+            target: Target::Container(cid("c1")),
+            error: BackendError::new(kind, "Tasks.Start", "c1", "x"),
+        };
+        assert_eq!(e.code(), code, "{e}");
+    }
 }

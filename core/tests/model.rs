@@ -23,6 +23,9 @@ const VERBS: &[&str] = &[
     "Tasks.Kill",
     "Tasks.Delete",
     "Tasks.Get",
+    "Tasks.Update",
+    "Containers.Update",
+    "Logs.Reopen",
 ];
 /// Injected failures. NotFound and AlreadyExists are not injected: containerd does not lie
 /// about existence, and the fake containerd returns them whenever they are true.
@@ -42,6 +45,7 @@ enum Op {
     Stop(u8, bool),
     Remove(u8),
     Update(u8, u8),
+    Reopen(u8),
     StopPod(u8),
     RemovePod(u8),
     Execute(u8),
@@ -65,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..4u8, any::<bool>()).prop_map(|(c, g)| Op::Stop(c, g)),
         2 => (0..4u8).prop_map(Op::Remove),
         1 => (0..4u8, 1..255u8).prop_map(|(c, mb)| Op::Update(c, mb)),
+        1 => (0..4u8).prop_map(Op::Reopen),
         1 => (0..2u8).prop_map(Op::StopPod),
         1 => (0..2u8).prop_map(Op::RemovePod),
         8 => any::<u8>().prop_map(Op::Execute),
@@ -108,6 +113,8 @@ struct Model {
     stopped: BTreeSet<ContainerId>,
     /// Containers berth durably said were RUNNING (since their create).
     ran: BTreeSet<ContainerId>,
+    /// Log reopens acknowledged, per container.
+    reopens: BTreeMap<ContainerId, usize>,
 }
 
 fn send(w: &mut World, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
@@ -190,6 +197,13 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
                     ..Resources::default()
                 },
             },
+        ),
+        Op::Reopen(c) => send(
+            w,
+            m,
+            "reopen",
+            Some(cid(*c)),
+            Command::ReopenContainerLog(cid(*c)),
         ),
         Op::StopPod(p) => send(
             w,
@@ -291,6 +305,36 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
                     && w.machine.container(&id).is_some_and(|c| c.is_durable())
                 {
                     return Err(format!("{req}: update of {id} acked but not on disk"));
+                }
+                // containerd has them: the task's cgroup (RUNNING) or the record's spec
+                // (CREATED). No other update of it can have come between (the guard).
+                let target = Target::Container(id.clone());
+                let applied =
+                    |r: Option<&Resources>| r.is_some_and(|r| r.memory_limit_in_bytes == want);
+                if !applied(w.task_resources.get(&target))
+                    && !applied(w.record_resources.get(&target))
+                {
+                    return Err(format!(
+                        "{req}: update of {id} to {want} acked but containerd has neither it in the record ({:?}) nor in the task ({:?})",
+                        w.record_resources.get(&target),
+                        w.task_resources.get(&target)
+                    ));
+                }
+            }
+            ("reopen", true, Some(id)) => {
+                // Each acknowledged reopen was one the fake containerd applied to a running
+                // task.
+                let acked = m.reopens.entry(id.clone()).or_default();
+                *acked += 1;
+                let done = w
+                    .log_reopens
+                    .get(&Target::Container(id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                if *acked > done {
+                    return Err(format!(
+                        "{req}: reopen of {id} acked {acked} times, applied {done} times to a running task"
+                    ));
                 }
             }
             ("remove", true, Some(id)) => {

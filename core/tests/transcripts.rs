@@ -190,6 +190,170 @@ fn stop_escalates_to_sigkill_after_the_timeout() {
     insta::assert_snapshot!(w.transcript_text());
 }
 
+fn mem(mb: i64) -> Resources {
+    Resources {
+        memory_limit_in_bytes: mb << 20,
+        ..Resources::default()
+    }
+}
+
+fn update(id: &str, mb: i64) -> Command {
+    Command::UpdateContainerResources {
+        id: cid(id),
+        resources: mem(mb),
+    }
+}
+
+/// Takes the pending call with `verb` out of the world: it is in flight until
+/// [`answer_held`] gives its result.
+fn hold_call(w: &mut World, verb: &str) -> (OpId, Call) {
+    let i = w
+        .pending
+        .iter()
+        .position(|e| matches!(e, Effect::Call { call, .. } if call.verb() == verb))
+        .unwrap_or_else(|| panic!("no {verb} pending:\n{}", w.transcript_text()));
+    match w.pending.remove(i) {
+        Effect::Call { op, call } => {
+            w.transcript.push(format!(
+                "  call {op} {verb} {} -> (in flight)",
+                call.target()
+            ));
+            (op, call)
+        }
+        _ => unreachable!("position() matched a call"),
+    }
+}
+
+/// Delivers the result of a call taken out by [`hold_call`], whose effect on the fake
+/// containerd `apply` stands for.
+fn answer_held(w: &mut World, (op, call): (OpId, Call), result: Result<CallResult, BackendError>) {
+    let shown = match &result {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("error {}: {}", e.kind, e.message),
+    };
+    w.transcript.push(format!(
+        "  call {op} {} {} -> {shown} (its reply arrives now)",
+        call.verb(),
+        call.target()
+    ));
+    w.machine.handle_call(op, result, w.now);
+    w.collect();
+}
+
+#[test]
+fn update_resources_goes_to_the_record_or_the_task() {
+    let mut w = running_world();
+    // CREATED: Containers.Update of the record's spec, then the write, then the reply.
+    assert_eq!(w.run(update("c1", 64)), Ok(Response::Done));
+    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
+    w.start("c1").unwrap();
+    // RUNNING: Tasks.Update of the task's cgroup.
+    assert_eq!(w.run(update("c1", 32)), Ok(Response::Done));
+    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(32)));
+    // A failing call: nothing is written, the guard is released, a retry goes through.
+    w.fail_next("Tasks.Update", Fault::Before(BackendErrorKind::Other));
+    let e = w.run(update("c1", 16)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Internal);
+    assert_eq!(w.disk[&cid("c1")].resources, Some(mem(32)));
+    // A lost reply: containerd has the limits, berth records nothing; the retry does.
+    w.fail_next("Tasks.Update", Fault::ReplyLost);
+    let e = w.run(update("c1", 16)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable);
+    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(16)));
+    assert_eq!(w.status("c1").unwrap().resources, Some(mem(32)));
+    assert_eq!(w.run(update("c1", 16)), Ok(Response::Done));
+    assert_eq!(w.disk[&cid("c1")].resources, Some(mem(16)));
+    check(&w);
+    insta::assert_snapshot!(w.transcript_text());
+}
+
+/// The container's process exits while Tasks.Update is in flight: the exit waits for the
+/// update (one write of a record at a time), whether the call then fails (the task has
+/// exited) or succeeds (it took effect before the exit, its reply comes after).
+#[test]
+fn exit_while_tasks_update_is_in_flight() {
+    let mut out = String::new();
+    for late_reply in [false, true] {
+        let mut w = running_world();
+        w.start("c1").unwrap();
+        w.transcript.clear();
+        let req = w.command(update("c1", 8));
+        let held = hold_call(&mut w, "Tasks.Update");
+        if late_reply {
+            // Applied before the exit; only the reply is late.
+            w.task_resources.insert(World::ct("c1"), mem(8));
+        }
+        w.exit_task(&World::ct("c1"), 3);
+        w.settle();
+        assert!(
+            !w.pending
+                .iter()
+                .any(|e| matches!(e, Effect::Persist { .. })),
+            "the exit's write waits for the update"
+        );
+        assert_eq!(w.status("c1").unwrap().state(), ContainerState::Running);
+        let result = if late_reply {
+            Ok(CallResult::Done)
+        } else {
+            Err(BackendError::new(
+                BackendErrorKind::NotFound,
+                "Tasks.Update",
+                "c1",
+                "process already finished",
+            ))
+        };
+        answer_held(&mut w, held, result);
+        w.settle();
+        let s = w.status("c1").unwrap();
+        assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 3));
+        if late_reply {
+            assert_eq!(w.replies[&req], Ok(Response::Done));
+            assert_eq!(s.resources, Some(mem(8)));
+        } else {
+            assert!(w.replies[&req].is_err());
+            assert_eq!(s.resources, None);
+        }
+        assert_eq!(w.disk[&cid("c1")], s);
+        check(&w);
+        let name = if late_reply {
+            "Tasks.Update took effect, its reply comes after the exit"
+        } else {
+            "Tasks.Update finds the task exited"
+        };
+        out.push_str(&format!("## {name}\n{}\n", w.transcript_text()));
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn reopen_container_log_only_while_running() {
+    let mut w = running_world();
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    w.start("c1").unwrap();
+    assert_eq!(
+        w.run(Command::ReopenContainerLog(cid("c1"))),
+        Ok(Response::Done)
+    );
+    // The backend refuses (no log is being written): the reply says so.
+    w.fail_next(
+        "Logs.Reopen",
+        Fault::Before(BackendErrorKind::FailedPrecondition),
+    );
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    w.exit_task(&World::ct("c1"), 0);
+    w.settle();
+    let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "container c1: cannot reopen its log in state CONTAINER_EXITED"
+    );
+    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    check(&w);
+    insta::assert_snapshot!(w.transcript_text());
+}
+
 #[test]
 fn exit_arriving_during_recovery_is_recorded() {
     let mut w = running_world();

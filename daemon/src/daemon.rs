@@ -188,7 +188,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         );
         rt.set_connected(Connected {
             service: service.clone(),
-            backend: backend.clone(),
         });
         let ready = service.clone();
         tokio::spawn(async move {

@@ -1,8 +1,7 @@
 //! [`ApiError`], every way a CRI request can fail, and [`to_status`], the one function that
 //! turns it into a gRPC status.
 
-use berth_containerd::logio::LogError;
-use berth_core::{BackendError, ErrorCode};
+use berth_core::ErrorCode;
 use berth_service::ServiceError;
 use tonic::{Code, Status};
 
@@ -37,29 +36,6 @@ pub enum ApiError {
     /// berthd is shutting down.
     #[error("berthd is shutting down")]
     ShuttingDown,
-    /// The container's state forbids the request.
-    #[error("container {id}: cannot {op} in state {state}")]
-    WrongState {
-        /// The container.
-        id: String,
-        /// What was asked.
-        op: &'static str,
-        /// Its CRI state.
-        state: &'static str,
-    },
-    /// Reopening a container's log failed.
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// A containerd call of an RPC served outside the service failed.
-    #[error("container {id}: {op}: {error}")]
-    Backend {
-        /// The container.
-        id: String,
-        /// What was asked.
-        op: &'static str,
-        /// The backend's error.
-        error: BackendError,
-    },
 }
 
 impl ApiError {
@@ -72,7 +48,8 @@ impl ApiError {
     }
 }
 
-/// The gRPC code of a core [`ErrorCode`].
+/// The gRPC code of a core [`ErrorCode`] (the core maps backend failures to those in one
+/// place, `BackendErrorKind::code`).
 fn code_of(code: ErrorCode) -> Code {
     match code {
         ErrorCode::InvalidArgument => Code::InvalidArgument,
@@ -94,10 +71,6 @@ pub fn to_status(error: &ApiError) -> Status {
         ApiError::Service(ServiceError::Command(e)) => code_of(e.code()),
         ApiError::Unimplemented { .. } => Code::Unimplemented,
         ApiError::NotConnected { .. } | ApiError::ShuttingDown => Code::Unavailable,
-        ApiError::WrongState { .. } => Code::FailedPrecondition,
-        ApiError::Log(LogError::NotAttached { .. }) => Code::FailedPrecondition,
-        ApiError::Log(_) => Code::Internal,
-        ApiError::Backend { error, .. } => code_of(error.kind.code()),
     };
     Status::new(code, error.to_string())
 }
@@ -135,7 +108,7 @@ mod tests {
             (
                 ApiError::Service(ServiceError::Command(CommandError::InvalidState {
                     id,
-                    op: "start",
+                    op: berth_core::Operation::StartContainer,
                     state: ContainerState::Exited,
                 })),
                 Code::FailedPrecondition,

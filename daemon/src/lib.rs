@@ -36,7 +36,6 @@ pub mod daemon;
 pub mod error;
 pub mod server;
 pub mod socket;
-pub mod update;
 pub mod validate;
 
 /// The runtime name berthd reports in `Version`.

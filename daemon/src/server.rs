@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use berth_containerd::ContainerdBackend;
-use berth_core::ContainerState;
 use berth_service::{ContainerFilter, ServiceHandle};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -26,10 +24,8 @@ use crate::validate::{self, SandboxStateFilter};
 /// What berthd has once it reached containerd.
 #[derive(Clone)]
 pub struct Connected {
-    /// The service.
+    /// The service: every RPC but Version, Status and RuntimeConfig goes through it.
     pub service: ServiceHandle,
-    /// The containerd backend (for the RPCs served outside the service).
-    pub backend: ContainerdBackend,
 }
 
 /// State shared by the RPCs and the daemon's main task.
@@ -77,16 +73,6 @@ impl Runtime {
         self.connected
             .get()
             .map(|c| &c.service)
-            .ok_or_else(|| ApiError::NotConnected {
-                socket: self.containerd_socket.clone(),
-            })
-    }
-
-    fn backend(&self) -> Result<&ContainerdBackend, ApiError> {
-        self.service()?;
-        self.connected
-            .get()
-            .map(|c| &c.backend)
             .ok_or_else(|| ApiError::NotConnected {
                 socket: self.containerd_socket.clone(),
             })
@@ -254,19 +240,15 @@ impl Cri {
             .map(|r| validate::resources("linux", r))
             .transpose()?;
         let svc = self.rt.service()?;
-        let view = svc.container_status(&req.container_id).await?;
-        if let Some(r) = resources {
-            crate::update::update_resources(
-                self.rt.backend()?,
-                view.meta.id.as_str(),
-                view.state,
-                &r,
-            )
-            .await?;
-            // Then recorded in berth's status, so ContainerStatus and restarts see them.
-            svc.update_container_resources(view.meta.id.as_str(), r)
-                .await?;
-            tracing::info!(container = %view.meta.id, "resources updated");
+        match resources {
+            // The core applies them (Tasks.Update of a running task, the record of a
+            // created container) and records them, deciding under its Updating guard.
+            Some(r) => {
+                svc.update_container_resources(&req.container_id, r).await?;
+                tracing::info!(container = %req.container_id, "resources updated");
+            }
+            // Nothing to apply: only the container must exist.
+            None => drop(svc.container_status(&req.container_id).await?),
         }
         Ok(cri::UpdateContainerResourcesResponse {})
     }
@@ -276,21 +258,9 @@ impl Cri {
         req: cri::ReopenContainerLogRequest,
     ) -> Result<cri::ReopenContainerLogResponse, ApiError> {
         validate::object_id("container_id", "container", &req.container_id)?;
-        let view = self
-            .rt
-            .service()?
-            .container_status(&req.container_id)
-            .await?;
-        if view.state != ContainerState::Running {
-            return Err(ApiError::WrongState {
-                id: view.meta.id.to_string(),
-                op: "reopen its log",
-                state: view.state.cri_name(),
-            });
-        }
         self.rt
-            .backend()?
-            .reopen_container_log(view.meta.id.as_str())
+            .service()?
+            .reopen_container_log(&req.container_id)
             .await?;
         Ok(cri::ReopenContainerLogResponse {})
     }

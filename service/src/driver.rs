@@ -283,7 +283,9 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 m.handle_command(req, command, now);
             }
             Request::ByPrefix(kind, prefix, reply) => {
-                match serving(m).and_then(|()| resolve(m, kind, &prefix)) {
+                // While recovering the core refuses the command; resolving first would
+                // answer an id question the recovering state cannot settle.
+                match m.serving().and_then(|()| resolve(m, kind, &prefix)) {
                     Ok(command) => {
                         let req = RequestId(self.next_req);
                         self.next_req += 1;
@@ -294,19 +296,21 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 }
             }
             Request::ContainerStatus(prefix, reply) => {
-                let view = serving(m).and_then(|()| read::container_status(m, &prefix));
+                let view = m
+                    .serving()
+                    .and_then(|()| read::container_status(m, &prefix));
                 let _ = reply.send(view.map_err(Into::into));
             }
             Request::ListContainers(filter, reply) => {
-                let views = serving(m).map(|()| read::list_containers(m, &filter));
+                let views = m.serving().map(|()| read::list_containers(m, &filter));
                 let _ = reply.send(views.map_err(Into::into));
             }
             Request::SandboxStatus(prefix, reply) => {
-                let view = serving(m).and_then(|()| read::sandbox_status(m, &prefix));
+                let view = m.serving().and_then(|()| read::sandbox_status(m, &prefix));
                 let _ = reply.send(view.map_err(Into::into));
             }
             Request::ListSandboxes(filter, reply) => {
-                let views = serving(m).map(|()| read::list_sandboxes(m, &filter));
+                let views = m.serving().map(|()| read::list_sandboxes(m, &filter));
                 let _ = reply.send(views.map_err(Into::into));
             }
             Request::NewContainerId(reply) => {
@@ -332,14 +336,6 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 let _ = reply.send(Ok(id));
             }
         }
-    }
-}
-
-fn serving(m: &Machine) -> Result<(), CommandError> {
-    if m.is_recovering() {
-        Err(CommandError::Recovering)
-    } else {
-        Ok(())
     }
 }
 
@@ -387,6 +383,7 @@ fn resolve(m: &Machine, kind: PrefixCommand, prefix: &str) -> Result<Command, Co
             id: m.container_id(prefix)?,
             resources,
         },
+        PrefixCommand::ReopenLog => Command::ReopenContainerLog(m.container_id(prefix)?),
         PrefixCommand::StopSandbox => Command::StopPodSandbox(m.sandbox_id(prefix)?),
         PrefixCommand::RemoveSandbox => Command::RemovePodSandbox(m.sandbox_id(prefix)?),
     })

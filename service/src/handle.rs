@@ -33,6 +33,7 @@ pub(crate) enum PrefixCommand {
     Stop(Duration),
     Remove,
     Update(Resources),
+    ReopenLog,
     StopSandbox,
     RemoveSandbox,
 }
@@ -112,14 +113,20 @@ impl ServiceHandle {
         self.by_prefix(PrefixCommand::Remove, id).await
     }
 
-    /// UpdateContainerResources: records the new limits durably. The caller applies them
-    /// to containerd first (berthd does).
+    /// UpdateContainerResources: applies the new limits to the running task or the created
+    /// container's record, then records them durably (ContainerStatus reports them).
     pub async fn update_container_resources(
         &self,
         id: &str,
         resources: Resources,
     ) -> Result<(), ServiceError> {
         self.by_prefix(PrefixCommand::Update(resources), id).await
+    }
+
+    /// ReopenContainerLog: a running container's log file is reopened (after log rotation
+    /// moved it); FailedPrecondition in any other state.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError> {
+        self.by_prefix(PrefixCommand::ReopenLog, id).await
     }
 
     async fn by_prefix(&self, command: PrefixCommand, id: &str) -> Result<(), ServiceError> {

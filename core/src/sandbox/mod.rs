@@ -21,19 +21,19 @@ pub(crate) use stop::StopSandboxStep;
 
 use std::time::Duration;
 
-use crate::error::{CommandError, Guard};
+use crate::error::{CommandError, Guard, Operation};
 use crate::ids::{ContainerId, RequestId, SandboxId};
-use crate::io::{BackendError, EventKind, Response};
+use crate::io::{BackendError, EventKind, Response, Target};
 use crate::machine::Machine;
 use crate::record::SandboxState;
 use crate::status::{ContainerState, ExitStatus};
 
 impl Machine {
     /// A backend error of a pod operation, naming the sandbox.
-    fn sandbox_error(op: &'static str, id: &SandboxId, error: BackendError) -> CommandError {
+    fn sandbox_error(op: Operation, id: &SandboxId, error: BackendError) -> CommandError {
         CommandError::Backend {
             op,
-            target: format!("sandbox {id}"),
+            target: Target::Sandbox(id.clone()),
             error,
         }
     }

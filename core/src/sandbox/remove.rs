@@ -2,6 +2,7 @@
 //! release the name. The removal is driven by [`Machine::progress_sandbox`]; this file
 //! holds its entry and its delete steps.
 
+use crate::error::Operation;
 use crate::ids::{RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistError, Response, Target};
 use crate::machine::{Machine, OperationStep, Timer};
@@ -107,7 +108,7 @@ impl Machine {
         if let Some(s) = self.sandboxes.get_mut(id) {
             s.deleting = false;
         }
-        let error = Self::sandbox_error("remove pod sandbox", id, e);
+        let error = Self::sandbox_error(Operation::RemovePodSandbox, id, e);
         self.fail_sandbox_ops(id, &error);
     }
 }

@@ -3,7 +3,7 @@
 //! reverse (the pause task deleted, then the record, the name released); a rollback that
 //! cannot finish leaves the sandbox visible so it can be removed.
 
-use crate::error::CommandError;
+use crate::error::{CommandError, Operation};
 use crate::ids::{RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, EventKind, PersistError, Response, Target};
 use crate::machine::{Machine, OperationStep};
@@ -97,7 +97,7 @@ impl Machine {
                 );
             }
             Err(e) => {
-                let error = Self::sandbox_error("run pod sandbox", &id, e);
+                let error = Self::sandbox_error(Operation::RunPodSandbox, &id, e);
                 self.call(
                     RunSandboxStep::RollbackRecord {
                         id: id.clone(),
@@ -118,7 +118,7 @@ impl Machine {
                 );
             }
             Err(e) => {
-                let error = Self::sandbox_error("create pause task of", &id, e);
+                let error = Self::sandbox_error(Operation::RunPodSandbox, &id, e);
                 self.sandbox_rollback_task(id, error);
             }
         }
@@ -148,7 +148,7 @@ impl Machine {
                         format!("unexpected result {r:?}"),
                     ),
                 };
-                let error = Self::sandbox_error("start pause task of", &id, e);
+                let error = Self::sandbox_error(Operation::RunPodSandbox, &id, e);
                 self.sandbox_rollback_task(id, error);
             }
         }

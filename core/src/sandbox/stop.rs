@@ -2,6 +2,7 @@
 //! the pause task is killed → NotReady. The stop is driven by
 //! [`Machine::progress_sandbox`]; this file holds its entry and its kill step.
 
+use crate::error::Operation;
 use crate::ids::{RequestId, SandboxId};
 use crate::io::{BackendError, Call, CallResult, PersistError, Response, Target};
 use crate::machine::{Machine, OperationStep};
@@ -70,7 +71,7 @@ impl Machine {
             }
             Err(e) => {
                 s.killing = false;
-                let error = Self::sandbox_error("stop pod sandbox", &id, e);
+                let error = Self::sandbox_error(Operation::StopPodSandbox, &id, e);
                 self.fail_sandbox_ops(&id, &error);
             }
         }
