@@ -75,7 +75,7 @@ if ! rust_ok; then
 fi
 
 say "building berthd and berth (release)"
-cargo build --release -p berth-daemon --bins
+cargo build --release -p berth-daemon -p berth-cli --bins
 test -x "$BIN/berthd" && test -x "$BIN/berth" || die "no binaries in $BIN"
 
 say "a private containerd in $DEMO (busybox image built locally and imported)"

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_daemon::client::{CriClient, connect};
+use berth_cli::client::{CriClient, connect};
 use berth_testkit::PrivateContainerd;
 use k8s_cri::v1 as cri;
 

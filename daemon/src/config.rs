@@ -351,6 +351,20 @@ mod tests {
     }
 
     #[test]
+    fn berth_reads_durations_as_berthd_does() {
+        // `berth --request-timeout` has its own parser (the CLI links nothing of berthd's).
+        for s in [
+            "10s", "250ms", "2m", "1.5h", "3", " 7s ", "0", "ten", "5d", "", "-1s", "1e3s",
+        ] {
+            assert_eq!(
+                parse_duration(s),
+                berth_cli::args::parse_duration(s),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
     fn toml_round_trip_and_defaults() {
         let c = Config::from_toml("containerd_namespace = \"x\"\ncall_timeout = \"2s\"\n").unwrap();
         assert_eq!(c.containerd_namespace, "x");

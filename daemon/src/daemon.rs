@@ -32,6 +32,12 @@ use crate::socket::{self, SocketError};
 /// far smaller, so a larger message is refused by tonic before it costs anything).
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
+/// Largest CRI reply berthd encodes: a ListContainers of thousands of containers exceeds
+/// tonic's 4 MiB default. It is the limit berth's CRI client accepts
+/// (`berth_cli::client::MAX_MESSAGE_BYTES`, checked equal by a test), so no reply berthd
+/// sends is too large for it.
+pub const MAX_REPLY_BYTES: usize = 64 << 20;
+
 /// Why berthd stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -149,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let rt = Runtime::new(&config);
     let svc = RuntimeServiceServer::new(Cri::new(rt.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(crate::client::MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_REPLY_BYTES);
     let (server_stop_tx, server_stop) = watch::channel(false);
     let mut server = tokio::spawn(async move {
         let mut server_stop = server_stop;
@@ -228,4 +234,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     drop(bound);
     tracing::info!("berthd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn berths_client_accepts_every_reply_berthd_sends() {
+        assert_eq!(super::MAX_REPLY_BYTES, berth_cli::client::MAX_MESSAGE_BYTES);
+    }
 }

@@ -1,5 +1,5 @@
-//! berth-daemon: `berthd`, berth's CRI v1 RuntimeService on a unix socket, and `berth`, a
-//! small CRI client for nodes without crictl.
+//! berth-daemon: `berthd`, berth's CRI v1 RuntimeService on a unix socket. The `berth` CLI,
+//! a small CRI client for nodes without crictl, is the crate berth-cli.
 //!
 //! # Contract
 //!
@@ -14,24 +14,21 @@
 //! - Every failure is an [`error::ApiError`]; [`error::to_status`] is the one place where it
 //!   becomes a gRPC status.
 //! - Container stdout/stderr reach the CRI log path in the CRI log format
-//!   (`berth_containerd::logio`); [`crilog`] parses that format back.
-//! - [`client::connect`] gives a CRI client over the socket (the CLI, the tests and the
-//!   benchmark use it); [`cli`] is the `berth` command.
+//!   (`berth_containerd::logio`); `berth_cli::crilog` parses that format back.
+//! - Clients talk to it over the socket, e.g. with `berth_cli::client::connect` (the CLI,
+//!   this crate's tests and its `cri-bench` example use it):
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use k8s_cri::v1::VersionRequest;
-//! let mut cri = berth_daemon::client::connect("/run/berth/berth.sock").await?;
+//! let mut cri = berth_cli::client::connect("/run/berth/berth.sock").await?;
 //! let v = cri.version(VersionRequest::default()).await?.into_inner();
 //! println!("{} {}", v.runtime_name, v.runtime_version);
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod convert;
-pub mod crilog;
 pub mod daemon;
 pub mod error;
 pub mod server;

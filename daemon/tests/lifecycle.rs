@@ -102,7 +102,7 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
     // Every record is `<RFC 3339> <stream> <P|F> <content>`; the long line is split.
     let text = wait_log(&log, "hello").await;
     for line in text.lines() {
-        let r = berth_daemon::crilog::parse(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let r = berth_cli::crilog::parse(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         assert!(
             r.content.len() <= MAX_LINE,
             "record over the max size: {line:?}"
@@ -110,7 +110,7 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
     }
     let records: Vec<_> = text
         .lines()
-        .map(|l| berth_daemon::crilog::parse(l).unwrap())
+        .map(|l| berth_cli::crilog::parse(l).unwrap())
         .collect();
     let long_parts: Vec<_> = records
         .iter()
@@ -121,7 +121,7 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
         vec![true, true, false],
         "{MAX_LINE}+{MAX_LINE}+10 bytes: P, P, F"
     );
-    use berth_daemon::crilog::Stream::{Stderr, Stdout};
+    use berth_cli::crilog::Stream::{Stderr, Stdout};
     let lines = log_lines(&log);
     assert!(lines.contains(&(Stdout, "hello".into())), "{lines:?}");
     assert!(lines.contains(&(Stderr, "oops".into())), "{lines:?}");

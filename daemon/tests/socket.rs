@@ -26,9 +26,9 @@ fn args(dir: &std::path::Path) -> Vec<String> {
     .to_vec()
 }
 
-async fn answering(socket: &std::path::Path) -> berth_daemon::client::CriClient {
+async fn answering(socket: &std::path::Path) -> berth_cli::client::CriClient {
     wait_for("berthd to answer", || async {
-        let mut c = berth_daemon::client::connect(socket).await.ok()?;
+        let mut c = berth_cli::client::connect(socket).await.ok()?;
         c.version(cri::VersionRequest::default()).await.ok()?;
         Some(c)
     })

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use berth_daemon::client::{CriClient, connect};
+use berth_cli::client::{CriClient, connect};
 use berth_testkit::PrivateContainerd;
 use k8s_cri::v1 as cri;
 
@@ -440,9 +440,9 @@ pub async fn wait_log(path: &str, needle: &str) -> String {
 }
 
 /// The lines the container wrote, from its CRI log (P records joined).
-pub fn log_lines(path: &str) -> Vec<(berth_daemon::crilog::Stream, String)> {
+pub fn log_lines(path: &str) -> Vec<(berth_cli::crilog::Stream, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (lines, bad) = berth_daemon::crilog::join(&text);
+    let (lines, bad) = berth_cli::crilog::join(&text);
     assert_eq!(bad, 0, "malformed records in {path}: {text:?}");
     lines.into_iter().map(|(s, _, l)| (s, l)).collect()
 }
