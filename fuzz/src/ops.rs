@@ -14,7 +14,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use berth_core::testing::{self, Fault, World};
 use berth_core::{
     BackendError, BackendErrorKind, CheckpointProblem, Command, ContainerId, ContainerState,
-    Machine, SandboxId, Target,
+    Machine, Resources, SandboxId, Target,
 };
 
 /// Most operations read from one input; the rest of the input is ignored.
@@ -116,6 +116,12 @@ pub enum Verb {
     TasksDelete,
     /// `Tasks.Get`.
     TasksGet,
+    /// `Tasks.Update` (new limits of a running task).
+    TasksUpdate,
+    /// `Containers.Update` (new limits in a created container's record).
+    ContainersUpdate,
+    /// `Logs.Reopen` (berth's log copier reopens a running container's log).
+    LogsReopen,
 }
 
 impl Verb {
@@ -130,6 +136,9 @@ impl Verb {
             Verb::TasksKill => "Tasks.Kill",
             Verb::TasksDelete => "Tasks.Delete",
             Verb::TasksGet => "Tasks.Get",
+            Verb::TasksUpdate => "Tasks.Update",
+            Verb::ContainersUpdate => "Containers.Update",
+            Verb::LogsReopen => "Logs.Reopen",
         }
     }
 }
@@ -291,6 +300,15 @@ pub enum Op {
         /// A checkpoint that cannot be read.
         checkpoint: Option<(Slot, ReadProblem)>,
     },
+    /// UpdateContainerResources with a memory limit of `mib` MiB.
+    Update {
+        /// Container id.
+        id: Slot,
+        /// The memory limit in MiB.
+        mib: u8,
+    },
+    /// ReopenContainerLog.
+    ReopenLog(Slot),
 }
 
 /// Decodes at most [`MAX_OPS`] operations: one [`Op::arbitrary`] after the other until the
@@ -484,6 +502,18 @@ pub fn apply(world: &mut World, op: Op) {
             observe,
             checkpoint,
         } => crash_and_recover(world, observe, checkpoint),
+        Op::Update { id, mib } => {
+            world.command(Command::UpdateContainerResources {
+                id: id.id(),
+                resources: Resources {
+                    memory_limit_in_bytes: i64::from(mib) << 20,
+                    ..Resources::default()
+                },
+            });
+        }
+        Op::ReopenLog(id) => {
+            world.command(Command::ReopenContainerLog(id.id()));
+        }
     }
 }
 

@@ -52,7 +52,7 @@ unit_enum!(
     PodSlot = 2,
     PodName = 2,
     Name = 3,
-    Verb = 8,
+    Verb = 11,
     Kind = 6,
     Grace = 4,
     Delay = 6,
@@ -107,7 +107,7 @@ impl Encode for Who {
     }
 }
 
-const OP_VARIANTS: u32 = 19;
+const OP_VARIANTS: u32 = 21;
 
 impl Encode for Op {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -195,6 +195,15 @@ impl Encode for Op {
                 tag(out, 18);
                 observe.encode(out);
                 checkpoint.encode(out);
+            }
+            Op::Update { id, mib } => {
+                tag(out, 19);
+                id.encode(out);
+                mib.encode(out);
+            }
+            Op::ReopenLog(id) => {
+                tag(out, 20);
+                id.encode(out);
             }
         }
     }
@@ -396,6 +405,48 @@ pub fn ops_scenarios() -> Vec<(&'static str, Vec<Op>)> {
                     DRAIN,
                 ],
             ),
+        ),
+        (
+            "update_and_reopen",
+            vec![
+                Op::RunPod {
+                    pod: P0,
+                    name: PodName::Web,
+                },
+                DRAIN,
+                Op::Create {
+                    id: C0,
+                    pod: P0,
+                    name: Name::App,
+                },
+                DRAIN,
+                // CREATED: the record's spec; then refused, no log yet.
+                Op::Update { id: C0, mib: 64 },
+                DRAIN,
+                Op::ReopenLog(C0),
+                Op::Start(C0),
+                DRAIN,
+                // RUNNING: the task; one call fails, one reply is lost.
+                Op::Fault {
+                    verb: Verb::TasksUpdate,
+                    kind: Kind::Unavailable,
+                },
+                Op::Update { id: C0, mib: 32 },
+                DRAIN,
+                Op::LoseReply(Verb::TasksUpdate),
+                Op::Update { id: C0, mib: 32 },
+                DRAIN,
+                Op::ReopenLog(C0),
+                DRAIN,
+                // The process exits while Tasks.Update is in flight.
+                Op::Update { id: C0, mib: 16 },
+                Op::TaskExit { who: ct, code: 3 },
+                DRAIN,
+                Op::ReopenLog(C0),
+                Op::Update { id: C0, mib: 8 },
+                Op::Remove(C0),
+                DRAIN,
+            ],
         ),
     ]
 }

@@ -115,7 +115,7 @@ fn every_op_variant_round_trips() {
         Op::Execute(255),
         Op::Drain(7),
         Op::Fault {
-            verb: Verb::TasksGet,
+            verb: Verb::LogsReopen,
             kind: Kind::Other,
         },
         Op::LoseReply(Verb::TasksWait),
@@ -133,6 +133,11 @@ fn every_op_variant_round_trips() {
             observe: [None, Some((last, Kind::DeadlineExceeded))],
             checkpoint: Some((Slot::C3, ReadProblem::Unreadable)),
         },
+        Op::Update {
+            id: Slot::C3,
+            mib: 255,
+        },
+        Op::ReopenLog(Slot::C3),
     ];
     assert_eq!(ops::decode(&seeds::encode_ops(&every)), every);
     let run = ops::run_ops(&every, false).expect("invariants hold");
