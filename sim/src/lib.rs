@@ -62,7 +62,7 @@ pub mod soak;
 pub use bugs::Bug;
 #[cfg(madsim)]
 pub use run::{Failure, Outcome, live_worlds, run_seed};
-pub use shape::{Fault, FaultMask, Shape};
+pub use shape::{FaultMask, FaultSwitch, Shape};
 pub use workload::Workload;
 
 /// The simulator's allocator (simulator builds only; see Cargo.toml).

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::bugs::Bug;
 use crate::checks::{exits, invariants, leaks, replies::Replies, stuck, truth};
 use crate::probe::{CRASH_TARGETS, InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
-use crate::shape::{Fault, FaultMask, Shape};
+use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
 use crate::workload::Workload;
 
@@ -389,28 +389,37 @@ impl Drop for World {
 /// The seed's swarm plan, restricted to the kinds `mask` allows.
 pub(crate) fn fault_plan(seed: u64, mask: FaultMask) -> FaultPlan {
     let mut p = FaultPlan::from_seed(seed);
-    let off = |f: Fault, rate: &mut f64| {
+    let off = |f: FaultSwitch, rate: &mut f64| {
         if !mask.allows(f) {
             *rate = 0.0;
         }
     };
-    off(Fault::Unavailable, &mut p.calls.unavailable);
-    off(Fault::DeadlineExceeded, &mut p.calls.deadline_exceeded);
-    off(Fault::Other, &mut p.calls.other);
-    off(Fault::FailedPrecondition, &mut p.calls.failed_precondition);
-    off(Fault::ReplyLost, &mut p.calls.reply_lost);
-    off(Fault::Slow, &mut p.calls.slow);
-    off(Fault::Hang, &mut p.calls.hang);
-    off(Fault::WaitBroken, &mut p.calls.wait_broken);
-    off(Fault::SyncFailure, &mut p.disk.sync_failure);
-    off(Fault::NoSpace, &mut p.disk.no_space);
-    off(Fault::TornWrite, &mut p.disk.torn_write);
-    off(Fault::LostWrite, &mut p.disk.lost_write);
-    off(Fault::LostRename, &mut p.disk.lost_rename);
-    off(Fault::ContainerdRestart, &mut p.chaos.containerd_restart);
-    off(Fault::ShimDeath, &mut p.chaos.shim_death);
-    off(Fault::ExitNow, &mut p.chaos.exit_now);
-    off(Fault::LateExit, &mut p.calls.late_exit);
+    off(FaultSwitch::Unavailable, &mut p.calls.unavailable);
+    off(
+        FaultSwitch::DeadlineExceeded,
+        &mut p.calls.deadline_exceeded,
+    );
+    off(FaultSwitch::Other, &mut p.calls.other);
+    off(
+        FaultSwitch::FailedPrecondition,
+        &mut p.calls.failed_precondition,
+    );
+    off(FaultSwitch::ReplyLost, &mut p.calls.reply_lost);
+    off(FaultSwitch::Slow, &mut p.calls.slow);
+    off(FaultSwitch::Hang, &mut p.calls.hang);
+    off(FaultSwitch::WaitBroken, &mut p.calls.wait_broken);
+    off(FaultSwitch::SyncFailure, &mut p.disk.sync_failure);
+    off(FaultSwitch::NoSpace, &mut p.disk.no_space);
+    off(FaultSwitch::TornWrite, &mut p.disk.torn_write);
+    off(FaultSwitch::LostWrite, &mut p.disk.lost_write);
+    off(FaultSwitch::LostRename, &mut p.disk.lost_rename);
+    off(
+        FaultSwitch::ContainerdRestart,
+        &mut p.chaos.containerd_restart,
+    );
+    off(FaultSwitch::ShimDeath, &mut p.chaos.shim_death);
+    off(FaultSwitch::ExitNow, &mut p.chaos.exit_now);
+    off(FaultSwitch::LateExit, &mut p.calls.late_exit);
     p
 }
 
@@ -479,7 +488,7 @@ async fn chaos(w: &Arc<World>, handle: &Handle, node: &NodeHandle) {
         tokio::time::sleep_until(next).await;
         if crashes.front().is_some_and(|c| *c <= Instant::now()) {
             crashes.pop_front();
-            let power = w.shape.faults.allows(Fault::PowerLoss) && rng.gen_bool(0.5);
+            let power = w.shape.faults.allows(FaultSwitch::PowerLoss) && rng.gen_bool(0.5);
             // Half the crashes are aimed: just before, or just after the effect of, the next
             // call of a chosen step (at most 5 s later; else wherever berth is then).
             if rng.gen_bool(0.5) {
@@ -702,7 +711,7 @@ async fn heal(
         return;
     };
     // A settled berth restarted (crash or power loss) reports exactly the same.
-    let power = w.shape.faults.allows(Fault::PowerLoss) && rng.gen_bool(0.5);
+    let power = w.shape.faults.allows(FaultSwitch::PowerLoss) && rng.gen_bool(0.5);
     w.crash(handle, node, power);
     tokio::time::sleep(Duration::from_millis(rng.gen_range(0..2000))).await;
     w.restart(handle, node);
