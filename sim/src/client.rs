@@ -4,8 +4,8 @@
 //! attempt number). Every reply is judged by the reply model, every step is followed by the
 //! step checks.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use berth_backend::Target;
@@ -14,17 +14,13 @@ use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::run::{Incarnation, World};
 use crate::workload::{ClientStep, container_config, sandbox_config};
+use crate::world::{Incarnation, SimWorld, lock};
 
 const CLIENT_STREAM: u64 = 0xC11E_0000_0000_0004;
 
 /// How often a client replaces a dead pod before it gives up on creating in it.
 const POD_REPLACEMENTS: u32 = 3;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Retry delay: 100 ms doubling to 2 s.
 fn backoff(attempt: u32) -> Duration {
@@ -47,7 +43,7 @@ fn transient(e: &ServiceError) -> bool {
 }
 
 struct Client {
-    w: Arc<World>,
+    w: Arc<SimWorld>,
     k: usize,
     actor: String,
     rng: SmallRng,
@@ -57,7 +53,7 @@ struct Client {
 }
 
 /// Runs client `k`'s script to its end.
-pub(crate) async fn run(w: Arc<World>, k: usize) {
+pub(crate) async fn run(w: Arc<SimWorld>, k: usize) {
     let pods = w.workload.pods.len();
     let mut c = Client {
         rng: SmallRng::seed_from_u64(w.seed ^ CLIENT_STREAM ^ (k as u64) << 32),
