@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_core::testing::{Fault, World};
+use berth_core::testing::{CallFault, FakeNode};
 use berth_core::*;
 
 fn cid(s: &str) -> ContainerId {
@@ -13,14 +13,14 @@ fn sid(s: &str) -> SandboxId {
     SandboxId::new(s).unwrap()
 }
 
-fn world() -> World {
-    let mut w = World::new();
+fn world() -> FakeNode {
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     w
 }
 
-fn unchanged(w: &World, before: &std::collections::BTreeMap<ContainerId, Status>) {
+fn unchanged(w: &FakeNode, before: &std::collections::BTreeMap<ContainerId, Status>) {
     assert_eq!(
         &w.disk, before,
         "a refused command must not change any checkpoint"
@@ -65,7 +65,7 @@ fn create_with_bad_config() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(w.machine.container(&cid("c2")).is_none());
     assert!(
-        !w.records.contains_key(&World::ct("c2")),
+        !w.records.contains_key(&FakeNode::ct("c2")),
         "nothing created in containerd"
     );
     unchanged(&w, &before);
@@ -132,10 +132,10 @@ fn create_in_stopped_sandbox() {
 #[test]
 fn create_in_sandbox_being_removed() {
     let mut w = world();
-    w.ignores_term.insert(World::sb("pod1"));
+    w.ignores_term.insert(FakeNode::sb("pod1"));
     w.fail_next(
         "Tasks.Kill",
-        Fault::Before(BackendErrorKind::DeadlineExceeded),
+        CallFault::Before(BackendErrorKind::DeadlineExceeded),
     );
     // RemovePodSandbox in flight (its kill has not run yet).
     w.command(Command::RemovePodSandbox(sid("pod1")));
@@ -247,7 +247,7 @@ fn remove_backend_failure_leaves_container_removable() {
     let mut w = world();
     w.fail_next(
         "Containers.Delete",
-        Fault::Before(BackendErrorKind::Unavailable),
+        CallFault::Before(BackendErrorKind::Unavailable),
     );
     let e = w.run(Command::RemoveContainer(cid("c1"))).unwrap_err();
     assert!(
@@ -270,7 +270,7 @@ fn remove_backend_failure_leaves_container_removable() {
 
 #[test]
 fn create_checkpoint_failure_rolls_back() {
-    let mut w = World::new();
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.fail_persists(1);
     let e = w.create("c1", "pod1", "app").unwrap_err();
@@ -287,7 +287,7 @@ fn create_checkpoint_failure_rolls_back() {
     assert_eq!(e.code(), ErrorCode::Internal);
     assert!(w.machine.container(&cid("c1")).is_none());
     assert!(
-        !w.records.contains_key(&World::ct("c1")),
+        !w.records.contains_key(&FakeNode::ct("c1")),
         "containerd record rolled back"
     );
     // The name is free again.
@@ -324,7 +324,7 @@ fn stop_kill_failure_is_reported() {
     w.start("c1").unwrap();
     w.fail_next(
         "Tasks.Kill",
-        Fault::Before(BackendErrorKind::DeadlineExceeded),
+        CallFault::Before(BackendErrorKind::DeadlineExceeded),
     );
     let e = w
         .run(Command::StopContainer {
@@ -395,9 +395,9 @@ fn update_resources_is_recorded_and_refused_when_exited() {
     );
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(64)));
     assert_eq!(w.status("c1").unwrap().resources, Some(mem(64)));
-    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
+    assert_eq!(w.record_resources.get(&FakeNode::ct("c1")), Some(&mem(64)));
     w.start("c1").unwrap();
-    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(64)));
+    assert_eq!(w.task_resources.get(&FakeNode::ct("c1")), Some(&mem(64)));
     // RUNNING: the limits go to the task (its cgroup); the record keeps its own.
     assert_eq!(
         w.run(Command::UpdateContainerResources {
@@ -406,10 +406,10 @@ fn update_resources_is_recorded_and_refused_when_exited() {
         }),
         Ok(Response::Done)
     );
-    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(32)));
-    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
+    assert_eq!(w.task_resources.get(&FakeNode::ct("c1")), Some(&mem(32)));
+    assert_eq!(w.record_resources.get(&FakeNode::ct("c1")), Some(&mem(64)));
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(32)));
-    w.exit_task(&World::ct("c1"), 0);
+    w.exit_task(&FakeNode::ct("c1"), 0);
     w.settle();
     let before = w.disk.clone();
     let calls = w.transcript.len();
@@ -446,7 +446,7 @@ fn update_of_an_unknown_container_is_refused() {
     // Recovery cannot observe the task: the container is UNKNOWN, neither task nor record
     // can be said to be the one to update.
     w.crash_and_recover(|t| {
-        (*t == World::ct("c1")).then(|| {
+        (*t == FakeNode::ct("c1")).then(|| {
             Err(BackendError::new(
                 BackendErrorKind::Other,
                 "Tasks.Get",
@@ -485,7 +485,7 @@ fn update_call_failure_records_nothing_and_releases_the_guard() {
     let before = w.disk.clone();
     w.fail_next(
         "Tasks.Update",
-        Fault::Before(BackendErrorKind::DeadlineExceeded),
+        CallFault::Before(BackendErrorKind::DeadlineExceeded),
     );
     let e = w
         .run(Command::UpdateContainerResources {
@@ -548,7 +548,7 @@ fn exit_during_update_is_recorded_after_it() {
             id: cid("c1"),
             resources: mem(8),
         });
-        let writes = |w: &World| {
+        let writes = |w: &FakeNode| {
             w.pending
                 .iter()
                 .filter(|e| matches!(e, Effect::Persist { .. }))
@@ -580,7 +580,7 @@ fn exit_during_update_is_recorded_after_it() {
             ExitDuring::CallFails => None,
         };
         // The process exits meanwhile: its write waits for the update.
-        w.exit_task(&World::ct("c1"), 3);
+        w.exit_task(&FakeNode::ct("c1"), 3);
         let want = usize::from(during == ExitDuring::Write);
         assert_eq!(
             writes(&w),
@@ -636,11 +636,11 @@ fn reopen_log_needs_a_running_container() {
         w.run(Command::ReopenContainerLog(cid("c1"))),
         Ok(Response::Done)
     );
-    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    assert_eq!(w.log_reopens.get(&FakeNode::ct("c1")), Some(&1));
     // The backend refuses (no log is being written): its kind gives the code.
     w.fail_next(
         "Logs.Reopen",
-        Fault::Before(BackendErrorKind::FailedPrecondition),
+        CallFault::Before(BackendErrorKind::FailedPrecondition),
     );
     let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
     assert!(
@@ -654,7 +654,7 @@ fn reopen_log_needs_a_running_container() {
         "{e}"
     );
     assert_eq!(e.code(), ErrorCode::FailedPrecondition);
-    w.exit_task(&World::ct("c1"), 0);
+    w.exit_task(&FakeNode::ct("c1"), 0);
     w.settle();
     let before = w.disk.clone();
     let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
@@ -662,7 +662,7 @@ fn reopen_log_needs_a_running_container() {
         e.to_string(),
         "container c1: cannot reopen its log in state CONTAINER_EXITED"
     );
-    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    assert_eq!(w.log_reopens.get(&FakeNode::ct("c1")), Some(&1));
     unchanged(&w, &before);
 }
 

@@ -4,22 +4,22 @@
 
 use std::time::Duration;
 
-use berth_core::testing::{FakeTask, Fault, World};
+use berth_core::testing::{CallFault, FakeNode, FakeTask};
 use berth_core::*;
 
 fn cid(s: &str) -> ContainerId {
     ContainerId::new(s).unwrap()
 }
 
-fn running_world() -> World {
-    let mut w = World::new();
+fn running_world() -> FakeNode {
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     w.transcript.clear();
     w
 }
 
-fn check(w: &World) {
+fn check(w: &FakeNode) {
     w.machine.check_invariants().unwrap();
 }
 
@@ -28,7 +28,7 @@ fn start_succeeds_then_exits_and_is_removed() {
     let mut w = running_world();
     assert_eq!(w.start("c1"), Ok(Response::Done));
     w.advance(Duration::from_millis(1500));
-    w.exit_task(&World::ct("c1"), 42);
+    w.exit_task(&FakeNode::ct("c1"), 42);
     w.settle();
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 42));
@@ -37,7 +37,7 @@ fn start_succeeds_then_exits_and_is_removed() {
         Ok(Response::Done)
     );
     assert!(w.status("c1").is_none());
-    assert!(w.tasks.is_empty() || !w.tasks.contains_key(&World::ct("c1")));
+    assert!(w.tasks.is_empty() || !w.tasks.contains_key(&FakeNode::ct("c1")));
     check(&w);
     insta::assert_snapshot!(w.transcript_text());
 }
@@ -47,43 +47,43 @@ fn start_succeeds_then_exits_and_is_removed() {
 #[test]
 fn start_fails_at_each_step() {
     let mut out = String::new();
-    type Setup = Box<dyn Fn(&mut World)>;
+    type Setup = Box<dyn Fn(&mut FakeNode)>;
     let cases: Vec<(&str, Setup)> = vec![
         (
             "Tasks.Create fails",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Create", Fault::Before(BackendErrorKind::Other))
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Create", CallFault::Before(BackendErrorKind::Other))
             }),
         ),
         (
             "Tasks.Create reply lost (task exists)",
-            Box::new(|w: &mut World| w.fail_next("Tasks.Create", Fault::ReplyLost)),
+            Box::new(|w: &mut FakeNode| w.fail_next("Tasks.Create", CallFault::ReplyLost)),
         ),
         (
             "Tasks.Start fails",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Start", Fault::Before(BackendErrorKind::Other))
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Start", CallFault::Before(BackendErrorKind::Other))
             }),
         ),
         (
             "Tasks.Start times out after starting",
-            Box::new(|w: &mut World| w.fail_next("Tasks.Start", Fault::ReplyLost)),
+            Box::new(|w: &mut FakeNode| w.fail_next("Tasks.Start", CallFault::ReplyLost)),
         ),
         (
             "persist of the start fails",
-            Box::new(|w: &mut World| w.fail_persists(1)),
+            Box::new(|w: &mut FakeNode| w.fail_persists(1)),
         ),
         (
             "persist fails and the rollback record too",
-            Box::new(|w: &mut World| w.fail_persists(2)),
+            Box::new(|w: &mut FakeNode| w.fail_persists(2)),
         ),
         (
             "Tasks.Start fails and R2's delete fails (task cleaned up later)",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Start", Fault::ReplyLost);
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Start", CallFault::ReplyLost);
                 w.fail_next(
                     "Tasks.Delete",
-                    Fault::Before(BackendErrorKind::DeadlineExceeded),
+                    CallFault::Before(BackendErrorKind::DeadlineExceeded),
                 );
             }),
         ),
@@ -114,7 +114,7 @@ fn start_fails_at_each_step() {
         }
         assert!(
             !matches!(
-                w.tasks.get(&World::ct("c1")),
+                w.tasks.get(&FakeNode::ct("c1")),
                 Some(FakeTask::Running(_) | FakeTask::Created(_))
             ),
             "{name}: a task survived the failed start"
@@ -157,7 +157,7 @@ fn stop_racing_start_ends_stopped() {
 fn stop_escalates_to_sigkill_after_the_timeout() {
     let mut w = running_world();
     w.start("c1").unwrap();
-    w.ignores_term.insert(World::ct("c1"));
+    w.ignores_term.insert(FakeNode::ct("c1"));
     let stop = w.command(Command::StopContainer {
         id: cid("c1"),
         timeout: Duration::from_secs(30),
@@ -206,7 +206,7 @@ fn update(id: &str, mb: i64) -> Command {
 
 /// Takes the pending call with `verb` out of the world: it is in flight until
 /// [`answer_held`] gives its result.
-fn hold_call(w: &mut World, verb: &str) -> (OpId, Call) {
+fn hold_call(w: &mut FakeNode, verb: &str) -> (OpId, Call) {
     let i = w
         .pending
         .iter()
@@ -226,7 +226,11 @@ fn hold_call(w: &mut World, verb: &str) -> (OpId, Call) {
 
 /// Delivers the result of a call taken out by [`hold_call`], whose effect on the fake
 /// containerd `apply` stands for.
-fn answer_held(w: &mut World, (op, call): (OpId, Call), result: Result<CallResult, BackendError>) {
+fn answer_held(
+    w: &mut FakeNode,
+    (op, call): (OpId, Call),
+    result: Result<CallResult, BackendError>,
+) {
     let shown = match &result {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!("error {}: {}", e.kind, e.message),
@@ -245,21 +249,21 @@ fn update_resources_goes_to_the_record_or_the_task() {
     let mut w = running_world();
     // CREATED: Containers.Update of the record's spec, then the write, then the reply.
     assert_eq!(w.run(update("c1", 64)), Ok(Response::Done));
-    assert_eq!(w.record_resources.get(&World::ct("c1")), Some(&mem(64)));
+    assert_eq!(w.record_resources.get(&FakeNode::ct("c1")), Some(&mem(64)));
     w.start("c1").unwrap();
     // RUNNING: Tasks.Update of the task's cgroup.
     assert_eq!(w.run(update("c1", 32)), Ok(Response::Done));
-    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(32)));
+    assert_eq!(w.task_resources.get(&FakeNode::ct("c1")), Some(&mem(32)));
     // A failing call: nothing is written, the guard is released, a retry goes through.
-    w.fail_next("Tasks.Update", Fault::Before(BackendErrorKind::Other));
+    w.fail_next("Tasks.Update", CallFault::Before(BackendErrorKind::Other));
     let e = w.run(update("c1", 16)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Internal);
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(32)));
     // A lost reply: containerd has the limits, berth records nothing; the retry does.
-    w.fail_next("Tasks.Update", Fault::ReplyLost);
+    w.fail_next("Tasks.Update", CallFault::ReplyLost);
     let e = w.run(update("c1", 16)).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Unavailable);
-    assert_eq!(w.task_resources.get(&World::ct("c1")), Some(&mem(16)));
+    assert_eq!(w.task_resources.get(&FakeNode::ct("c1")), Some(&mem(16)));
     assert_eq!(w.status("c1").unwrap().resources, Some(mem(32)));
     assert_eq!(w.run(update("c1", 16)), Ok(Response::Done));
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(16)));
@@ -281,9 +285,9 @@ fn exit_while_tasks_update_is_in_flight() {
         let held = hold_call(&mut w, "Tasks.Update");
         if late_reply {
             // Applied before the exit; only the reply is late.
-            w.task_resources.insert(World::ct("c1"), mem(8));
+            w.task_resources.insert(FakeNode::ct("c1"), mem(8));
         }
-        w.exit_task(&World::ct("c1"), 3);
+        w.exit_task(&FakeNode::ct("c1"), 3);
         w.settle();
         assert!(
             !w.pending
@@ -338,18 +342,18 @@ fn reopen_container_log_only_while_running() {
     // The backend refuses (no log is being written): the reply says so.
     w.fail_next(
         "Logs.Reopen",
-        Fault::Before(BackendErrorKind::FailedPrecondition),
+        CallFault::Before(BackendErrorKind::FailedPrecondition),
     );
     let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
     assert_eq!(e.code(), ErrorCode::FailedPrecondition);
-    w.exit_task(&World::ct("c1"), 0);
+    w.exit_task(&FakeNode::ct("c1"), 0);
     w.settle();
     let e = w.run(Command::ReopenContainerLog(cid("c1"))).unwrap_err();
     assert_eq!(
         e.to_string(),
         "container c1: cannot reopen its log in state CONTAINER_EXITED"
     );
-    assert_eq!(w.log_reopens.get(&World::ct("c1")), Some(&1));
+    assert_eq!(w.log_reopens.get(&FakeNode::ct("c1")), Some(&1));
     check(&w);
     insta::assert_snapshot!(w.transcript_text());
 }
@@ -370,13 +374,13 @@ fn exit_arriving_during_recovery_is_recorded() {
     // Recovery found CREATED + a running task: it records RUNNING (persist pending) and
     // arms the watch only after that; the process exits in between.
     assert!(w.machine.is_recovering());
-    let c1 = World::ct("c1");
+    let c1 = FakeNode::ct("c1");
     assert!(
         !w.pending
             .iter()
             .any(|e| matches!(e, Effect::Call { call: Call::WaitTask(t), .. } if *t == c1))
     );
-    w.exit_task(&World::ct("c1"), 7);
+    w.exit_task(&FakeNode::ct("c1"), 7);
     w.settle();
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 7));
@@ -392,7 +396,7 @@ fn broken_wait_is_not_an_exit() {
     w.restart_containerd();
     w.settle();
     assert_eq!(w.status("c1").unwrap().state(), ContainerState::Running);
-    w.exit_task(&World::ct("c1"), 3);
+    w.exit_task(&FakeNode::ct("c1"), 3);
     w.settle();
     assert_eq!(w.status("c1").unwrap().exit_code, 3);
     check(&w);
@@ -403,7 +407,7 @@ fn broken_wait_is_not_an_exit() {
 fn exit_persisted_before_task_deleted_survives_a_crash_between() {
     let mut w = running_world();
     w.start("c1").unwrap();
-    w.exit_task(&World::ct("c1"), 9);
+    w.exit_task(&FakeNode::ct("c1"), 9);
     // Carry out only the exit's persist, then crash before the task delete.
     let i = w
         .pending
@@ -426,7 +430,7 @@ fn exit_persisted_before_task_deleted_survives_a_crash_between() {
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 9));
     assert!(
-        !w.tasks.contains_key(&World::ct("c1")),
+        !w.tasks.contains_key(&FakeNode::ct("c1")),
         "stray task cleaned up"
     );
     check(&w);
@@ -532,12 +536,12 @@ fn recovery_decision_table() {
 /// Runs one cell in a world: the container's checkpoint and task are set up, berth
 /// recovers with the observation, effects run, then berth restarts once more.
 fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, String) {
-    let mut w = World::new();
+    let mut w = FakeNode::new();
     w.logging = false;
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     let id = cid("c1");
-    let target = World::ct("c1");
+    let target = FakeNode::ct("c1");
     match checkpoint(cp_name) {
         Ok(s) => {
             w.disk.insert(id.clone(), s);
@@ -570,7 +574,7 @@ fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, S
     let injected = task.clone();
     let paused = matches!(task, Ok(TaskState::Paused));
     w.crash_and_recover(move |t| {
-        (t == &World::ct("c1") && (injected.is_err() || paused)).then(|| injected.clone())
+        (t == &FakeNode::ct("c1") && (injected.is_err() || paused)).then(|| injected.clone())
     });
     w.settle();
     w.machine.check_invariants().unwrap();
@@ -582,7 +586,7 @@ fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, S
     (first, second)
 }
 
-fn describe(w: &World, id: &ContainerId) -> String {
+fn describe(w: &FakeNode, id: &ContainerId) -> String {
     let c = w
         .machine
         .container(id)
@@ -593,7 +597,7 @@ fn describe(w: &World, id: &ContainerId) -> String {
     if disk != Some(s) {
         out.push_str(" (not on disk)");
     }
-    let task = match w.tasks.get(&World::ct(id.as_str())) {
+    let task = match w.tasks.get(&FakeNode::ct(id.as_str())) {
         None => "no task",
         Some(FakeTask::Created(_)) => "task Created",
         Some(FakeTask::Running(_)) => "task Running",
