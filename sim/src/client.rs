@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use berth_backend::Target;
-use berth_core::{CommandError, ContainerId, ContainerState, SandboxId, SandboxState};
+use berth_core::{CommandError, ContainerId, ContainerState, Resources, SandboxId, SandboxState};
 use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -159,6 +159,16 @@ impl Client {
                 }
             }
             ClientStep::List => self.w.observe_all().await,
+            ClientStep::Update(i, mib) => {
+                if let Some((id, _)) = self.ctr(i) {
+                    self.update(&id, mib).await;
+                }
+            }
+            ClientStep::ReopenLog(i) => {
+                if let Some((id, _)) = self.ctr(i) {
+                    self.reopen_log(&id).await;
+                }
+            }
             ClientStep::StopPod(p) => {
                 if let Some(pod) = self.pod(p) {
                     self.stop_pod(&pod).await;
@@ -323,6 +333,65 @@ impl Client {
                     }
                     self.pause(attempt).await;
                 }
+            }
+        }
+    }
+
+    /// UpdateContainerResources, retried while berth is busy or unavailable (kubelet
+    /// retries a resize on its next sync); a state that forbids it or an unknown container
+    /// ends it.
+    async fn update(&mut self, id: &ContainerId, mib: u16) {
+        let resources = Resources {
+            memory_limit_in_bytes: i64::from(mib) << 20,
+            ..Resources::default()
+        };
+        for attempt in 0..20 {
+            let inc = self.w.incarnation().await;
+            let seq = lock(&self.w.model).sent_update(id);
+            let r = self
+                .call(
+                    "update",
+                    id.as_str(),
+                    inc.svc
+                        .update_container_resources(id.as_str(), resources.clone()),
+                )
+                .await;
+            match r {
+                Ok(()) => {
+                    let t = self.w.sim.truth_of(id.as_str());
+                    let check = lock(&self.w.model).acked_update(id, seq, &resources, &t);
+                    self.w.check(check);
+                    return;
+                }
+                Err(ServiceError::Command(
+                    CommandError::ContainerNotFound { .. } | CommandError::InvalidState { .. },
+                )) => return,
+                Err(_) => self.pause(attempt).await,
+            }
+        }
+    }
+
+    /// ReopenContainerLog, retried only while berth is unavailable.
+    async fn reopen_log(&mut self, id: &ContainerId) {
+        for attempt in 0..20 {
+            let inc = self.w.incarnation().await;
+            let seq = lock(&self.w.model).sent_reopen(id);
+            let r = self
+                .call(
+                    "reopen_log",
+                    id.as_str(),
+                    inc.svc.reopen_container_log(id.as_str()),
+                )
+                .await;
+            match r {
+                Ok(()) => {
+                    let t = self.w.sim.truth_of(id.as_str());
+                    let check = lock(&self.w.model).acked_reopen(id, seq, &t);
+                    self.w.check(check);
+                    return;
+                }
+                Err(e) if transient(&e) => self.pause(attempt).await,
+                Err(_) => return,
             }
         }
     }

@@ -77,6 +77,8 @@ pub const CRASH_TARGETS: &[&str] = &[
     "Tasks.Kill",
     "Tasks.Delete",
     "Tasks.Get",
+    "Tasks.Update",
+    "Containers.Update",
     "Containers.List",
     "write",
     "delete",

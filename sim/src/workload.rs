@@ -14,6 +14,14 @@ use crate::shape::Shape;
 
 /// Stream constant: the workload's draws are independent of the fault plan's.
 const WORKLOAD_STREAM: u64 = 0x3017_4B1D_0A0D_5EED;
+/// Stream constant of each container's updates and log reopens: drawn apart from its other
+/// steps, so that those stay what they were before these requests existed.
+const RESIZE_STREAM: u64 = 0x0E51_2E10_6A11_0005;
+
+/// A memory limit an update asks for, in MiB.
+fn limit(rng: &mut SmallRng) -> u16 {
+    [16, 32, 64, 128, 256][rng.gen_range(0..5)]
+}
 
 /// Exit codes the processes choose from (0 is more likely).
 const CODES: &[i32] = &[0, 0, 0, 1, 2, 42, 137, 143, 255];
@@ -58,6 +66,10 @@ pub enum ClientStep {
     Status(usize),
     /// ListContainers.
     List,
+    /// UpdateContainerResources with a memory limit of this many MiB.
+    Update(usize, u16),
+    /// ReopenContainerLog.
+    ReopenLog(usize),
     /// StopPodSandbox.
     StopPod(usize),
     /// RemovePodSandbox (its containers go with it).
@@ -142,13 +154,27 @@ impl Workload {
                 pod,
                 plan,
             });
+            let mut extra = SmallRng::seed_from_u64(
+                seed ^ RESIZE_STREAM ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             let mut lane = vec![ClientStep::Create(i)];
+            // An update while CREATED goes to the record (the task starts with it).
+            if extra.gen_bool(0.15) {
+                lane.push(ClientStep::Update(i, limit(&mut extra)));
+            }
             if rng.gen_bool(0.9) {
                 if rng.gen_bool(0.1) {
                     lane.push(ClientStep::StartStopRace(i, grace(&mut rng)));
                 } else {
                     lane.push(ClientStep::Start(i));
                 }
+            }
+            // While it runs (or once it has exited, then refused): its cgroup, its log.
+            if extra.gen_bool(0.3) {
+                lane.push(ClientStep::Update(i, limit(&mut extra)));
+            }
+            if extra.gen_bool(0.2) {
+                lane.push(ClientStep::ReopenLog(i));
             }
             if rng.gen_bool(0.5) {
                 lane.push(ClientStep::Status(i));

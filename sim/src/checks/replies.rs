@@ -9,7 +9,12 @@
 //!   the container again;
 //! - observed states never go back: EXITED stays EXITED (it is durable, across restarts);
 //!   within one berth incarnation the rank Created < Running < Exited never decreases and
-//!   UNKNOWN never turns into CREATED or RUNNING.
+//!   UNKNOWN never turns into CREATED or RUNNING;
+//! - an update that returned OK is in containerd (the running task's limits, or the created
+//!   container's record) and berth reports those resources from then on, through any number
+//!   of crashes, unless a later update was sent;
+//! - a log reopen that returned OK was for a RUNNING container: one whose process ran, not
+//!   stopped (acknowledged), seen EXITED or removed before the reopen was sent.
 //!
 //! Requests, replies and observations are numbered as they happen. A reply is judged against
 //! the requests sent before and after it (a stop acknowledged after a later start was sent
@@ -21,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_backend::TaskState;
-use berth_core::{ContainerId, ContainerState, SandboxId};
+use berth_core::{ContainerId, ContainerState, Resources, SandboxId};
 use berth_service::ContainerView;
 use berth_simbackend::ObjectTruth;
 
@@ -46,6 +51,14 @@ struct Promise {
     running_pids: BTreeSet<u32>,
     /// Last observed state and the berth incarnation it was observed in.
     last: Option<(u64, ContainerState)>,
+    /// When an answer saying EXITED first arrived (EXITED is final: no process of it runs
+    /// from then on).
+    exited_seen: Option<u64>,
+    /// The number of the last update sent.
+    last_update_sent: u64,
+    /// The latest acknowledged update: its number when sent, when its OK arrived, the
+    /// limits.
+    update_acked: Option<(u64, u64, Resources)>,
 }
 
 /// Did the event numbered `at` happen before the observation numbered `obs` was sent?
@@ -83,6 +96,18 @@ impl Replies {
         p.last_start_sent = seq;
         p.stopped = None;
         seq
+    }
+
+    /// An UpdateContainerResources is being sent now; returns its number.
+    pub fn sent_update(&mut self, id: &ContainerId) -> u64 {
+        let seq = self.next();
+        self.promise(id).last_update_sent = seq;
+        seq
+    }
+
+    /// A ReopenContainerLog is being sent now; returns its number.
+    pub fn sent_reopen(&mut self, _id: &ContainerId) -> u64 {
+        self.next()
     }
 
     /// A StopContainer is being sent now; returns its number.
@@ -183,6 +208,81 @@ impl Replies {
         Ok(())
     }
 
+    /// UpdateContainerResources number `seq` of `id` to `resources` returned OK; `truth` is
+    /// what containerd holds of it now.
+    pub fn acked_update(
+        &mut self,
+        id: &ContainerId,
+        seq: u64,
+        resources: &Resources,
+        truth: &ObjectTruth,
+    ) -> Result<(), String> {
+        let at = self.next();
+        let p = self.promise(id);
+        if p.update_acked
+            .as_ref()
+            .is_none_or(|(sent, _, _)| *sent < seq)
+        {
+            p.update_acked = Some((seq, at, resources.clone()));
+        }
+        if seq != p.last_update_sent {
+            // A later update was sent: it may have replaced these limits already.
+            return Ok(());
+        }
+        let in_task = truth
+            .task
+            .as_ref()
+            .is_some_and(|t| t.resources.as_ref() == Some(resources));
+        let in_record = truth.record_resources.as_ref() == Some(resources);
+        // The task it went to may have exited and been deleted since, or the container
+        // removed (both wait for the update only until its reply).
+        let gone = !truth.record || (truth.task.is_none() && !truth.exits.is_empty());
+        if !(in_task || in_record || gone) {
+            return Err(format!(
+                "update of {id} to {} bytes acknowledged but containerd has neither its task ({:?}) nor its record ({:?}) with it",
+                resources.memory_limit_in_bytes,
+                truth.task.as_ref().map(|t| &t.resources),
+                truth.record_resources
+            ));
+        }
+        Ok(())
+    }
+
+    /// ReopenContainerLog number `seq` of `id` returned OK; `truth` is what containerd
+    /// holds of it now.
+    pub fn acked_reopen(
+        &mut self,
+        id: &ContainerId,
+        seq: u64,
+        truth: &ObjectTruth,
+    ) -> Result<(), String> {
+        self.next();
+        let p = self.promise(id);
+        let not_running = if before(p.remove_acked, seq) {
+            Some("its removal was acknowledged")
+        } else if before(p.stopped, seq) {
+            Some("its stop was acknowledged (no start sent since)")
+        } else if before(p.exited_seen, seq) {
+            Some("berth had reported it EXITED")
+        } else {
+            None
+        };
+        if let Some(why) = not_running {
+            return Err(format!(
+                "reopen of the log of {id} acknowledged but {why} before the reopen was sent"
+            ));
+        }
+        let ran = truth.task.as_ref().is_some_and(|t| t.started_at > 0)
+            || truth.exits.iter().any(|e| e.started);
+        if !ran {
+            return Err(format!(
+                "reopen of the log of {id} acknowledged but no process of it ever ran (task {:?})",
+                truth.task.as_ref().map(|t| t.state)
+            ));
+        }
+        Ok(())
+    }
+
     /// RemoveContainer of `id` returned OK.
     pub fn acked_remove(&mut self, id: &ContainerId, truth: &ObjectTruth) -> Result<(), String> {
         let at = self.next();
@@ -238,6 +338,7 @@ impl Replies {
         view: Option<&ContainerView>,
     ) -> Result<(), String> {
         let vanish_ok = self.promises.get(id).is_some_and(|p| self.may_vanish(p));
+        let answered = self.next();
         let p = self.promise(id);
         let Some(view) = view else {
             if before(p.create_acked, obs) && !vanish_ok {
@@ -284,6 +385,19 @@ impl Replies {
         }
         if now == ContainerState::Running {
             p.running_pids.insert(view.status.pid);
+        }
+        if now == ContainerState::Exited && p.exited_seen.is_none() {
+            p.exited_seen = Some(answered);
+        }
+        if let Some((sent, acked, want)) = &p.update_acked
+            && before(Some(*acked), obs)
+            && p.last_update_sent == *sent
+            && view.status.resources.as_ref() != Some(want)
+        {
+            return Err(format!(
+                "container {id}: an update to {} bytes was acknowledged (none sent since) but berth reports {:?}",
+                want.memory_limit_in_bytes, view.status.resources
+            ));
         }
         p.last = Some((incarnation, now));
         Ok(())
