@@ -268,73 +268,61 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
         let now = self.now();
         // Until recovery has built the machine there is no state to answer from: every
         // request gets the answer the machine gives while it finishes recovering.
-        let Some(m) = self.machine.as_mut() else {
+        let Some(m) = self.machine.as_ref() else {
             reject(request);
             return;
         };
         match request {
-            Request::CheckInvariants(reply) => {
-                let _ = reply.send(Ok(m.check_invariants().map_err(|e| e.to_string())));
-            }
-            Request::Command(command, reply) => {
-                let req = RequestId(self.next_req);
-                self.next_req += 1;
-                self.replies.insert(req, reply);
-                m.handle_command(req, command, now);
-            }
-            Request::ByPrefix(kind, prefix, reply) => {
-                // While recovering the core refuses the command; resolving first would
-                // answer an id question the recovering state cannot settle.
-                match m.serving().and_then(|()| resolve(m, kind, &prefix)) {
-                    Ok(command) => {
-                        let req = RequestId(self.next_req);
-                        self.next_req += 1;
-                        self.replies.insert(req, reply);
-                        m.handle_command(req, command, now);
-                    }
-                    Err(e) => drop(reply.send(Err(e.into()))),
-                }
-            }
+            Request::Command(command, reply) => self.submit(command, reply, now),
+            Request::ByPrefix(kind, prefix, reply) => match resolve(m, kind, &prefix) {
+                Ok(command) => self.submit(command, reply, now),
+                Err(e) => drop(reply.send(Err(e.into()))),
+            },
             Request::ContainerStatus(prefix, reply) => {
-                let view = m
-                    .serving()
-                    .and_then(|()| read::container_status(m, &prefix));
-                let _ = reply.send(view.map_err(Into::into));
+                drop(reply.send(read::container_status(m, &prefix).map_err(Into::into)))
             }
             Request::ListContainers(filter, reply) => {
-                let views = m.serving().map(|()| read::list_containers(m, &filter));
-                let _ = reply.send(views.map_err(Into::into));
+                drop(reply.send(read::list_containers(m, &filter).map_err(Into::into)))
             }
             Request::SandboxStatus(prefix, reply) => {
-                let view = m.serving().and_then(|()| read::sandbox_status(m, &prefix));
-                let _ = reply.send(view.map_err(Into::into));
+                drop(reply.send(read::sandbox_status(m, &prefix).map_err(Into::into)))
             }
             Request::ListSandboxes(filter, reply) => {
-                let views = m.serving().map(|()| read::list_sandboxes(m, &filter));
-                let _ = reply.send(views.map_err(Into::into));
+                drop(reply.send(read::list_sandboxes(m, &filter).map_err(Into::into)))
+            }
+            Request::CheckInvariants(reply) => {
+                drop(reply.send(Ok(m.check_invariants().map_err(|e| e.to_string()))))
             }
             Request::NewContainerId(reply) => {
                 let id = loop {
-                    let id = random_id(&mut self.rng);
-                    if let Ok(id) = ContainerId::new(id)
+                    if let Ok(id) = ContainerId::new(random_id(&mut self.rng))
                         && m.container(&id).is_none()
                     {
                         break id;
                     }
                 };
-                let _ = reply.send(Ok(id));
+                drop(reply.send(Ok(id)));
             }
             Request::NewSandboxId(reply) => {
                 let id = loop {
-                    let id = random_id(&mut self.rng);
-                    if let Ok(id) = SandboxId::new(id)
+                    if let Ok(id) = SandboxId::new(random_id(&mut self.rng))
                         && m.sandbox(&id).is_none()
                     {
                         break id;
                     }
                 };
-                let _ = reply.send(Ok(id));
+                drop(reply.send(Ok(id)));
             }
+        }
+    }
+
+    /// Hands a command to the machine; its reply comes back as an effect.
+    fn submit(&mut self, command: Command, reply: Reply<Response>, now: Now) {
+        let req = RequestId(self.next_req);
+        self.next_req += 1;
+        self.replies.insert(req, reply);
+        if let Some(m) = self.machine.as_mut() {
+            m.handle_command(req, command, now);
         }
     }
 }
@@ -370,8 +358,10 @@ fn reject(request: Request) {
 }
 
 /// The command a by-id request means, its id resolved by the machine (an unknown id is
-/// passed through: the command decides what it means).
+/// passed through: the command decides what it means). While recovering, the machine's
+/// answer to any command, before an id the recovering state cannot settle is resolved.
 fn resolve(m: &Machine, kind: PrefixCommand, prefix: &str) -> Result<Command, CommandError> {
+    m.serving()?;
     Ok(match kind {
         PrefixCommand::Start => Command::StartContainer(m.container_id(prefix)?),
         PrefixCommand::Stop(timeout) => Command::StopContainer {

@@ -1,6 +1,7 @@
 //! The read API: ContainerStatus, ListContainers, PodSandboxStatus and ListPodSandbox over
-//! the machine's state, with their views, filters and id prefixes. Pure functions of a
-//! [`Machine`]: they change nothing and ask no backend.
+//! the machine's state, with their views and filters. Pure functions of a [`Machine`]: they
+//! change nothing and ask no backend; the machine resolves id prefixes
+//! ([`Machine::container_id`]) and says when it does not answer yet ([`Machine::serving`]).
 
 use std::collections::BTreeMap;
 
@@ -81,8 +82,13 @@ fn labels_match(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>
     want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
-pub(crate) fn list_containers(m: &Machine, f: &ContainerFilter) -> Vec<ContainerView> {
-    m.containers()
+/// ListContainers: every container matching `f`, in id order.
+pub(crate) fn list_containers(
+    m: &Machine,
+    f: &ContainerFilter,
+) -> Result<Vec<ContainerView>, CommandError> {
+    m.serving()?;
+    Ok(m.containers()
         .filter(|c| {
             f.id.as_ref()
                 .is_none_or(|p| c.meta().id.as_str().starts_with(p.as_str()))
@@ -93,11 +99,16 @@ pub(crate) fn list_containers(m: &Machine, f: &ContainerFilter) -> Vec<Container
                 && labels_match(&c.meta().config.labels, &f.labels)
         })
         .map(container_view)
-        .collect()
+        .collect())
 }
 
-pub(crate) fn list_sandboxes(m: &Machine, f: &SandboxFilter) -> Vec<SandboxView> {
-    m.sandboxes()
+/// ListPodSandbox: every sandbox matching `f`, in id order.
+pub(crate) fn list_sandboxes(
+    m: &Machine,
+    f: &SandboxFilter,
+) -> Result<Vec<SandboxView>, CommandError> {
+    m.serving()?;
+    Ok(m.sandboxes()
         .filter(|s| {
             f.id.as_ref()
                 .is_none_or(|p| s.meta().id.as_str().starts_with(p.as_str()))
@@ -105,12 +116,13 @@ pub(crate) fn list_sandboxes(m: &Machine, f: &SandboxFilter) -> Vec<SandboxView>
                 && labels_match(&s.meta().config.labels, &f.labels)
         })
         .map(sandbox_view)
-        .collect()
+        .collect())
 }
 
 /// ContainerStatus: the container with this id or unique id prefix
 /// ([`Machine::container_id`]).
 pub(crate) fn container_status(m: &Machine, prefix: &str) -> Result<ContainerView, CommandError> {
+    m.serving()?;
     let id = m.container_id(prefix)?;
     m.container(&id)
         .map(container_view)
@@ -120,6 +132,7 @@ pub(crate) fn container_status(m: &Machine, prefix: &str) -> Result<ContainerVie
 /// PodSandboxStatus: the sandbox with this id or unique id prefix
 /// ([`Machine::sandbox_id`]).
 pub(crate) fn sandbox_status(m: &Machine, prefix: &str) -> Result<SandboxView, CommandError> {
+    m.serving()?;
     let id = m.sandbox_id(prefix)?;
     m.sandbox(&id)
         .map(sandbox_view)
