@@ -3,7 +3,7 @@
 
 mod common;
 
-use berth_backend::{Backend, BackendErrorKind, TaskState};
+use berth_backend::{Backend, BackendErrorKind, ResourcesOf, TaskState};
 use berth_containerd::{LABEL_MANAGED, spec::clamp_oom_score_adj};
 use berth_core::Resources;
 use common::{BackendFixture, POD, now_ns, target};
@@ -256,5 +256,78 @@ async fn container_joins_its_pods_namespaces_and_gets_image_and_cri_config() {
         .unwrap()
         .labels;
     assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+    w.cleanup().await;
+}
+
+/// The memory limit in a container's record (its OCI spec), in bytes.
+async fn spec_memory_limit(w: &BackendFixture, id: &str) -> serde_json::Value {
+    let c = w.backend.client();
+    let rec = c
+        .containers()
+        .get(c.request(containerd_client::services::v1::GetContainerRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .container
+        .unwrap();
+    let spec: serde_json::Value = serde_json::from_slice(&rec.spec.unwrap().value).unwrap();
+    spec["linux"]["resources"]["memory"]["limit"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_resources_reach_the_record_and_the_running_task() {
+    let w = BackendFixture::start().await;
+    let logs = berth_testkit::scratch_dir("resize").unwrap();
+    let mut meta = w.meta("resize", &["sleep", "1000"]);
+    meta.log_path = logs.path().join("resize.log").display().to_string();
+    let id = meta.id.clone();
+    let mib = |n: i64| Resources {
+        memory_limit_in_bytes: n << 20,
+        ..Resources::default()
+    };
+    w.backend.create_container(&meta).await.unwrap();
+    // No task yet: no log is being written.
+    let e = w.backend.reopen_log(&id).await.unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::FailedPrecondition, "{e}");
+    assert_eq!(e.verb, "Logs.Reopen");
+    // CREATED: the record's spec, so the task starts with it.
+    w.backend
+        .update_resources(&id, ResourcesOf::Record, &mib(48))
+        .await
+        .unwrap();
+    assert_eq!(spec_memory_limit(&w, "resize").await, 48 << 20);
+    let t = target("resize");
+    w.backend.create_task(&t).await.unwrap();
+    w.backend.start_task(&t).await.unwrap();
+    let ns = w.ctd.namespace();
+    let limit = || {
+        let v1 = format!("/sys/fs/cgroup/memory/{ns}/resize/memory.limit_in_bytes");
+        let v2 = format!("/sys/fs/cgroup/{ns}/resize/memory.max");
+        std::fs::read_to_string(&v1)
+            .or_else(|_| std::fs::read_to_string(&v2))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(limit(), (48u64 << 20).to_string());
+    // RUNNING: Tasks.Update changes the cgroup at once; the record keeps its limit.
+    w.backend
+        .update_resources(&id, ResourcesOf::Task, &mib(96))
+        .await
+        .unwrap();
+    assert_eq!(limit(), (96u64 << 20).to_string());
+    assert_eq!(spec_memory_limit(&w, "resize").await, 48 << 20);
+    // Its log is being written: the reopen is served.
+    w.backend.reopen_log(&id).await.unwrap();
+    // A container containerd does not know: NotFound for either.
+    let ghost = berth_core::ContainerId::new("ghost").unwrap();
+    for of in [ResourcesOf::Task, ResourcesOf::Record] {
+        let e = w
+            .backend
+            .update_resources(&ghost, of, &mib(8))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::NotFound, "{of:?}: {e}");
+    }
     w.cleanup().await;
 }
