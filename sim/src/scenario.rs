@@ -15,6 +15,9 @@
 //!                                  stubborn                   runs; ignores SIGTERM
 //!                                  on-usr1 CODE               runs; exits CODE on `exit NAME`
 //! start NAME | stop NAME GRACE | remove NAME | stoppod POD | removepod POD
+//! update NAME MIB [refused]      UpdateContainerResources (memory limit); with `refused` it
+//!                                must answer FailedPrecondition, else succeed
+//! reopen NAME [refused]          ReopenContainerLog, likewise
 //! wait DURATION                  let time pass
 //! exit NAME                      make an on-usr1 process exit now
 //! restart containerd             containerd SIGKILLed and started again
@@ -31,8 +34,10 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::{ContainerConfig, ContainerId, ContainerState, SandboxConfig, SandboxId};
-use berth_service::{ContainerFilter, SandboxFilter, ServiceHandle};
+use berth_core::{
+    ContainerConfig, ContainerId, ContainerState, ErrorCode, Resources, SandboxConfig, SandboxId,
+};
+use berth_service::{ContainerFilter, SandboxFilter, ServiceError, ServiceHandle};
 
 /// What a container's process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +84,22 @@ pub enum Command {
     StopPod(String),
     /// RemovePodSandbox.
     RemovePod(String),
+    /// UpdateContainerResources with a memory limit.
+    Update {
+        /// Container name.
+        name: String,
+        /// The limit in MiB.
+        mib: i64,
+        /// It must be refused (FailedPrecondition) rather than succeed.
+        refused: bool,
+    },
+    /// ReopenContainerLog.
+    Reopen {
+        /// Container name.
+        name: String,
+        /// It must be refused (FailedPrecondition) rather than succeed.
+        refused: bool,
+    },
     /// Let time pass.
     Wait(Duration),
     /// Make an `on-usr1` process exit.
@@ -164,6 +185,18 @@ fn parse_process(words: &[&str]) -> Option<Process> {
     }
 }
 
+/// The optional `refused` after an update or reopen.
+fn refused(rest: &[&str]) -> Result<bool, String> {
+    match rest {
+        [] => Ok(false),
+        ["refused"] => Ok(true),
+        other => Err(format!(
+            "expected `refused` or nothing, got {:?}",
+            other.join(" ")
+        )),
+    }
+}
+
 fn parse_line(words: &[&str]) -> Result<Command, String> {
     let dur = |s: &str| parse_duration(s).ok_or_else(|| format!("bad duration {s:?}"));
     Ok(match words {
@@ -179,6 +212,15 @@ fn parse_line(words: &[&str]) -> Result<Command, String> {
         ["remove", name] => Command::Remove((*name).to_owned()),
         ["stoppod", pod] => Command::StopPod((*pod).to_owned()),
         ["removepod", pod] => Command::RemovePod((*pod).to_owned()),
+        ["update", name, mib, rest @ ..] => Command::Update {
+            name: (*name).to_owned(),
+            mib: mib.parse().map_err(|_| format!("bad limit {mib:?}"))?,
+            refused: refused(rest)?,
+        },
+        ["reopen", name, rest @ ..] => Command::Reopen {
+            name: (*name).to_owned(),
+            refused: refused(rest)?,
+        },
         ["wait", d] => Command::Wait(dur(d)?),
         ["exit", name] => Command::Exit((*name).to_owned()),
         ["restart", "containerd"] => Command::RestartContainerd,
@@ -236,6 +278,8 @@ pub struct Seen {
     pub code: Option<i32>,
     /// CRI reason ("Completed", "Error", "Unknown", "StartError"; empty if none).
     pub reason: String,
+    /// The memory limit berth reports (containers), in MiB.
+    pub memory_mib: Option<i64>,
 }
 
 impl fmt::Display for Seen {
@@ -246,6 +290,9 @@ impl fmt::Display for Seen {
         }
         if !self.reason.is_empty() {
             write!(f, " {}", self.reason)?;
+        }
+        if let Some(m) = self.memory_mib {
+            write!(f, " memory={m}MiB")?;
         }
         Ok(())
     }
@@ -306,6 +353,11 @@ async fn observe(svc: &ServiceHandle) -> Result<Observation, String> {
                 state: state_name(v.state).to_owned(),
                 code: finished.then_some(v.status.exit_code),
                 reason: v.status.cri_reason(),
+                memory_mib: v
+                    .status
+                    .resources
+                    .as_ref()
+                    .map(|r| r.memory_limit_in_bytes >> 20),
             },
         );
     }
@@ -321,6 +373,7 @@ async fn observe(svc: &ServiceHandle) -> Result<Observation, String> {
                 state: state.to_owned(),
                 code: None,
                 reason: String::new(),
+                memory_mib: None,
             },
         );
     }
@@ -360,10 +413,19 @@ fn retryable(e: &berth_service::ServiceError) -> bool {
 }
 
 /// Retries a request while berth's answer is [`retryable`], for at most 60 s.
-async fn retry<T, F, Fut>(c: &dyn Containerd, mut f: F) -> Result<T, String>
+async fn retry<T, F, Fut>(c: &dyn Containerd, f: F) -> Result<T, String>
 where
     F: FnMut(ServiceHandle) -> Fut,
-    Fut: std::future::Future<Output = Result<T, berth_service::ServiceError>>,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    retry_answer(c, f).await.map_err(|e| e.to_string())
+}
+
+/// [`retry`], keeping berth's last answer.
+async fn retry_answer<T, F, Fut>(c: &dyn Containerd, mut f: F) -> Result<T, ServiceError>
+where
+    F: FnMut(ServiceHandle) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -372,8 +434,20 @@ where
             Err(e) if retryable(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// Holds an update's or reopen's answer to what the scenario says it must be.
+fn judge(answer: Result<(), ServiceError>, refused: bool) -> Result<(), String> {
+    match (answer, refused) {
+        (Ok(()), false) => Ok(()),
+        (Err(ServiceError::Command(e)), true) if e.code() == ErrorCode::FailedPrecondition => {
+            Ok(())
+        }
+        (Ok(()), true) => Err("expected a refusal (FailedPrecondition), it succeeded".into()),
+        (Err(e), _) => Err(e.to_string()),
     }
 }
 
@@ -472,6 +546,28 @@ pub async fn run(
                 .await
                 .map_err(fail)?;
             }
+            Command::Update { name, mib, refused } => {
+                let (id, _) = ctr(name)?;
+                let resources = Resources {
+                    memory_limit_in_bytes: mib << 20,
+                    ..Resources::default()
+                };
+                let answer = retry_answer(c, |b| {
+                    let (id, resources) = (id.clone(), resources.clone());
+                    async move { b.update_container_resources(id.as_str(), resources).await }
+                })
+                .await;
+                judge(answer, *refused).map_err(fail)?;
+            }
+            Command::Reopen { name, refused } => {
+                let (id, _) = ctr(name)?;
+                let answer = retry_answer(c, |b| {
+                    let id = id.clone();
+                    async move { b.reopen_container_log(id.as_str()).await }
+                })
+                .await;
+                judge(answer, *refused).map_err(fail)?;
+            }
             Command::Wait(d) => tokio::time::sleep(*d).await,
             Command::Exit(name) => {
                 let (id, process) = ctr(name)?;
@@ -561,9 +657,25 @@ mod tests {
 
     #[test]
     fn parses_every_command() {
-        let text = "# a comment\npod p\ncreate c1 p exit 42 after 1.5s\ncreate c2 p forever\ncreate c3 p stubborn\ncreate c4 p on-usr1 9\nstart c1 # trailing\nstop c2 500ms\nremove c1\nstoppod p\nremovepod p\nwait 2s\nexit c4\nrestart containerd\ncontainerd down 3s\nkill shim c2\ncrash berth\ncheck\nexpect c1 exited 42 Error\nexpect p ready\n";
+        let text = "# a comment\npod p\ncreate c1 p exit 42 after 1.5s\ncreate c2 p forever\ncreate c3 p stubborn\ncreate c4 p on-usr1 9\nstart c1 # trailing\nstop c2 500ms\nremove c1\nstoppod p\nremovepod p\nwait 2s\nexit c4\nrestart containerd\ncontainerd down 3s\nkill shim c2\ncrash berth\ncheck\nexpect c1 exited 42 Error\nexpect p ready\nupdate c3 64\nreopen c3 refused\n";
         let s = Scenario::parse("t", text).unwrap();
-        assert_eq!(s.commands.len(), 19);
+        assert_eq!(s.commands.len(), 21);
+        assert_eq!(
+            s.commands[19].1,
+            Command::Update {
+                name: "c3".into(),
+                mib: 64,
+                refused: false
+            }
+        );
+        assert_eq!(
+            s.commands[20].1,
+            Command::Reopen {
+                name: "c3".into(),
+                refused: true
+            }
+        );
+        assert!(Scenario::parse("t", "update c3 64 maybe").is_err());
         assert_eq!(
             s.commands[1],
             (
@@ -603,6 +715,7 @@ mod tests {
             state: state.into(),
             code,
             reason: String::new(),
+            memory_mib: None,
         };
         let a = vec![Observation::from([(
             "c1".to_owned(),
