@@ -118,6 +118,15 @@ impl Machine {
             return;
         }
         let target = c.target();
+        #[cfg(feature = "planted-bugs")]
+        let timeout = if self
+            .config
+            .has_bug(crate::config::PlantedBug::StopKillsAtOnce)
+        {
+            Duration::ZERO
+        } else {
+            timeout
+        };
         if timeout.is_zero() || c.state() == ContainerState::Unknown {
             if !c.killing {
                 c.killing = true;
