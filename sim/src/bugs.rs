@@ -1,7 +1,8 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Six live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Seven live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
-//! reproduce known durability and liveness bugs.
+//! reproduce known durability, liveness and ordering bugs (the driver's, behind
+//! berth-service's `planted-bugs` feature).
 
 use std::fmt;
 
@@ -23,6 +24,11 @@ pub enum Bug {
     /// against a containerd whose `Tasks.Get` has no deadline of its own: one hung shim
     /// holds the whole recovery (containerd before `loadContainerTimeout`).
     RecoveryNoDeadline,
+    /// The driver starts each checkpoint write at once instead of queueing it behind the one
+    /// of the same container in flight (berth-service's
+    /// `ServiceConfig::planted_unqueued_persists`): two writes of one record overlap and can
+    /// land in either order.
+    UnqueuedPersists,
 }
 
 /// The core's planted bugs, named as `berth_core::PlantedBug`'s variants.
@@ -40,17 +46,20 @@ pub enum CoreBug {
     WatchArmedBeforeRecorded,
     /// `RecoveryWriteFailureSkips`.
     RecoveryWriteFailureSkips,
+    /// `StopKillsAtOnce`.
+    StopKillsAtOnce,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 6] = [
+    pub const ALL: [CoreBug; 7] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
         CoreBug::StopDuringStartIgnored,
         CoreBug::WatchArmedBeforeRecorded,
         CoreBug::RecoveryWriteFailureSkips,
+        CoreBug::StopKillsAtOnce,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -64,22 +73,25 @@ impl CoreBug {
             CoreBug::StopDuringStartIgnored => P::StopDuringStartIgnored,
             CoreBug::WatchArmedBeforeRecorded => P::WatchArmedBeforeRecorded,
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
+            CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 11] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
         Bug::Core(CoreBug::StopDuringStartIgnored),
         Bug::Core(CoreBug::WatchArmedBeforeRecorded),
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
+        Bug::Core(CoreBug::StopKillsAtOnce),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
+        Bug::UnqueuedPersists,
     ];
 
     /// The name `SIM_BUG` takes.
@@ -93,15 +105,18 @@ impl Bug {
             Bug::Core(CoreBug::StopDuringStartIgnored) => "stop_during_start_ignored",
             Bug::Core(CoreBug::WatchArmedBeforeRecorded) => "watch_armed_before_recorded",
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
+            Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",
+            Bug::UnqueuedPersists => "unqueued_persists",
         }
     }
 
-    /// True for the core's bugs, which need the `planted-bugs` feature.
+    /// True for the bugs compiled in only with the `planted-bugs` feature: the core's and
+    /// the driver's.
     pub fn needs_feature(self) -> bool {
-        matches!(self, Bug::Core(_))
+        matches!(self, Bug::Core(_) | Bug::UnqueuedPersists)
     }
 
     /// True if this build can switch the bug on.
@@ -121,7 +136,8 @@ impl Bug {
         if !bug.available() {
             return Err(ShapeError::Bug {
                 name: name.to_owned(),
-                why: "a bug of berth-core: build with --features planted-bugs".to_owned(),
+                why: "a bug of berth-core or berth-service: build with --features planted-bugs"
+                    .to_owned(),
             });
         }
         Ok(bug)

@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bugs::Bug;
-use crate::checks::{exits, invariants, leaks, replies::Replies, stuck, truth};
+use crate::checks::{
+    exits, graceful, invariants, leaks, replies::Replies, stuck, truth, write_order,
+};
 use crate::probe::{CRASH_TARGETS, InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{Fault, FaultMask, Shape};
 use crate::trace::Trace;
@@ -140,6 +142,8 @@ pub(crate) struct World {
     checked_at: AtomicU64,
     /// The supervisor's aimed crash point.
     trigger: Arc<Trigger>,
+    /// The requests that may kill a container's process, for the graceful-stop check.
+    pub kills: Mutex<graceful::Requests>,
     /// The berth node and the client tasks: stopped at the end of the run, because a task
     /// left pending holds the world (through the simulated containerd's wakers) in a cycle
     /// that would leak every seed's memory.
@@ -199,6 +203,7 @@ impl World {
             requests: AtomicU64::new(0),
             checked_at: AtomicU64::new(u64::MAX),
             trigger: Arc::new(Trigger::default()),
+            kills: Mutex::new(graceful::Requests::default()),
             ends: Mutex::new((None, Vec::new())),
             shape,
         }
@@ -277,6 +282,8 @@ impl World {
             }
             #[cfg(feature = "planted-bugs")]
             Some(Bug::Core(core)) => config.core.planted_bug = Some(core.to_core()),
+            #[cfg(feature = "planted-bugs")]
+            Some(Bug::UnqueuedPersists) => config.planted_unqueued_persists = true,
             _ => {}
         }
         config
@@ -325,6 +332,9 @@ impl World {
         }
         if let Some(inc) = self.ready() {
             self.check(invariants::core(inc.svc.check_invariants().await));
+        }
+        if !self.has_failed() {
+            self.check(write_order::one_write_at_a_time(&self.disk.overlaps()));
         }
     }
 
@@ -435,6 +445,7 @@ async fn berth_main(w: Arc<World>) {
             })
         }),
     };
+    lock(&w.kills).berth_started(w.sim.now_wall());
     let backend = Arc::new(ProbedBackend::new(w.sim.clone(), probe.clone()));
     let store = Arc::new(ProbedStore::new(w.disk.clone(), probe));
     let svc = Service::start(backend, store, w.service_config(number));
@@ -567,6 +578,8 @@ async fn settled_checks(
     }
     bad.extend(leaks::no_leaks(&views, &pods, &truth, disk.as_ref()));
     bad.extend(stuck::nothing_removing(&views));
+    bad.extend(graceful::stop_signal_first(&truth.signals, &lock(&w.kills)));
+    bad.extend(write_order::one_write_at_a_time(&w.disk.overlaps()).err());
     Ok((views, bad))
 }
 
