@@ -1,8 +1,8 @@
 //! Throughput of the lifecycle machine, as a plain program (`harness = false`):
 //!
 //! - transitions/s of a create → start → exit → remove cycle, with every effect answered at
-//!   once, driven two ways: through the test [`World`] (logging off) and through a minimal
-//!   driver that answers effects with no bookkeeping, so the World's overhead shows;
+//!   once, driven two ways: through the test [`FakeNode`] (logging off) and through a minimal
+//!   driver that answers effects with no bookkeeping, so the FakeNode's overhead shows;
 //! - the time to plan the recovery of 10,000 containers (`Machine::recover` over every cell
 //!   of the decision table, then draining its effects), and to run that recovery to the end.
 //!
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use berth_core::testing::{self, WALL_BASE, World};
+use berth_core::testing::{self, FakeNode, WALL_BASE};
 use berth_core::{
     BackendError, BackendErrorKind, Call, CallResult, CheckpointProblem, Command, Config,
     ContainerId, ContainerMeta, Effect, ExitStatus, Machine, Now, OpId, RecoveredContainer,
@@ -72,7 +72,7 @@ fn main() {
         lat
     });
     let world = measure(repeats, cycles, |n| {
-        let mut w = World::new();
+        let mut w = FakeNode::new();
         w.logging = false;
         assert!(w.run_pod("p0", "web").is_ok());
         let mut lat = Vec::with_capacity(n);
@@ -91,7 +91,7 @@ fn main() {
         "  {:<16} {:>12} {:>16} {:>11} {:>11} {:>11}",
         "driver", "cycles/s", "transitions/s", "cycle p50", "cycle p99", "spread"
     );
-    for (name, r) in [("minimal driver", &minimal), ("World (no log)", &world)] {
+    for (name, r) in [("minimal driver", &minimal), ("FakeNode (no log)", &world)] {
         println!(
             "  {:<16} {:>12.0} {:>16.0} {:>11} {:>11} {:>11}",
             name,
@@ -106,7 +106,7 @@ fn main() {
         );
     }
     println!(
-        "  World overhead: {:.0}% of a World cycle is the World's own bookkeeping",
+        "  FakeNode overhead: {:.0}% of a FakeNode cycle is the FakeNode's own bookkeeping",
         100.0 * (1.0 - world.cycles_per_s_median / minimal.cycles_per_s_median)
     );
     println!();
@@ -256,13 +256,13 @@ fn minimal_cycle_counts() -> Counts {
     }
 }
 
-fn world_cycle(w: &mut World) {
+fn world_cycle(w: &mut FakeNode) {
     assert!(matches!(
         w.create("c0", "p0", "app"),
         Ok(Response::ContainerCreated(_))
     ));
     assert!(w.start("c0").is_ok());
-    w.exit_task(&World::ct("c0"), 0);
+    w.exit_task(&FakeNode::ct("c0"), 0);
     w.settle();
     assert!(
         w.run(Command::RemoveContainer(
@@ -270,7 +270,7 @@ fn world_cycle(w: &mut World) {
         ))
         .is_ok()
     );
-    // Keep the World from growing over a long run.
+    // Keep the FakeNode from growing over a long run.
     w.replies.clear();
     w.exit_history.clear();
 }

@@ -1,6 +1,7 @@
-//! A deterministic in-memory world for driving the machine in tests, fuzz targets and
-//! benchmarks (feature `testing`): a fake containerd (records, tasks, waits), a durable
-//! checkpoint map, a virtual clock, fault injection and a readable transcript.
+//! A deterministic in-memory node ([`FakeNode`]) for driving the machine in tests, fuzz
+//! targets and benchmarks (feature `testing`): a fake containerd (records, tasks, waits), a
+//! durable checkpoint map, a virtual clock, fault injection ([`CallFault`]) and a readable
+//! transcript.
 //!
 //! It plays containerd the way it was measured (recipes/containerd-from-rust.md): waits
 //! return a stored exit at once, Kill on a finished task is NotFound, deleting a record
@@ -21,7 +22,7 @@ use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
 use crate::recovery::{CheckpointProblem, RecoveredContainer, RecoveredSandbox, RecoveryInput};
 use crate::status::{ExitStatus, Status};
 
-/// Wall clock at mono 0 in every world (2026-01-01T00:00:00Z).
+/// Wall clock at mono 0 in every [`FakeNode`] (2026-01-01T00:00:00Z).
 pub const WALL_BASE: i64 = 1_767_225_600_000_000_000;
 
 /// A fake task.
@@ -35,18 +36,20 @@ pub enum FakeTask {
     Stopped(ExitStatus),
 }
 
-/// How a queued fault hits a call.
+/// How a fault queued with [`FakeNode::fail_next`] hits the next call of its verb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub enum CallFault {
     /// Fail before the call takes effect.
     Before(BackendErrorKind),
     /// The call takes effect, but its reply is lost (reported as Unavailable).
     ReplyLost,
 }
 
-/// The world.
+/// The machine under test and everything it talks to, in memory: the fake containerd, the
+/// checkpoint disk, the clock. Effects are carried out on request, one at a time, so a test
+/// decides every interleaving.
 #[derive(Debug)]
-pub struct World {
+pub struct FakeNode {
     /// The machine under test.
     pub machine: Machine,
     /// The virtual clock.
@@ -66,7 +69,7 @@ pub struct World {
     pub replies: BTreeMap<RequestId, Result<Response, CommandError>>,
     /// Readable log of everything that happened.
     pub transcript: Vec<String>,
-    faults: BTreeMap<&'static str, VecDeque<Fault>>,
+    faults: BTreeMap<&'static str, VecDeque<CallFault>>,
     persist_faults: usize,
     /// Of the failing writes, how many land anyway (a rename before a failed dir fsync).
     persist_faults_applied: usize,
@@ -93,22 +96,22 @@ pub enum RecordMeta {
     Sandbox(Box<SandboxMeta>),
 }
 
-impl Default for World {
+impl Default for FakeNode {
     fn default() -> Self {
-        World::new()
+        FakeNode::new()
     }
 }
 
-impl World {
-    /// An empty world at mono 0.
+impl FakeNode {
+    /// An empty node at mono 0.
     pub fn new() -> Self {
-        World::with_config(Config::default())
+        FakeNode::with_config(Config::default())
     }
 
-    /// An empty world whose machine uses `config`.
+    /// An empty node whose machine uses `config`.
     pub fn with_config(config: Config) -> Self {
         let now = Now::at(WALL_BASE, Duration::ZERO);
-        World {
+        FakeNode {
             machine: Machine::new(config, now),
             now,
             disk: BTreeMap::new(),
@@ -147,7 +150,7 @@ impl World {
         s
     }
 
-    /// Milliseconds since the world began, for readable timestamps.
+    /// Milliseconds since the node began, for readable timestamps.
     pub fn rel(&self, wall: i64) -> String {
         if wall == 0 {
             "0".to_owned()
@@ -175,7 +178,7 @@ impl World {
     }
 
     /// Queues a fault for the next call with this verb (e.g. "Tasks.Start").
-    pub fn fail_next(&mut self, verb: &'static str, fault: Fault) {
+    pub fn fail_next(&mut self, verb: &'static str, fault: CallFault) {
         self.faults.entry(verb).or_default().push_back(fault);
     }
 
@@ -267,7 +270,7 @@ impl World {
         }
     }
 
-    fn take_fault(&mut self, verb: &'static str) -> Option<Fault> {
+    fn take_fault(&mut self, verb: &'static str) -> Option<CallFault> {
         self.faults.get_mut(verb).and_then(VecDeque::pop_front)
     }
 
@@ -294,8 +297,8 @@ impl World {
             return;
         }
         let result = match self.take_fault(verb) {
-            Some(Fault::Before(kind)) => Err(self.err(kind, verb, &target, "injected fault")),
-            Some(Fault::ReplyLost) => {
+            Some(CallFault::Before(kind)) => Err(self.err(kind, verb, &target, "injected fault")),
+            Some(CallFault::ReplyLost) => {
                 let _ = self.apply(&call);
                 Err(self.err(BackendErrorKind::Unavailable, verb, &target, "reply lost"))
             }
@@ -336,7 +339,7 @@ impl World {
         let verb = call.verb();
         let target = call.target();
         let not_found =
-            |w: &World, what: &str| Err(w.err(BackendErrorKind::NotFound, verb, &target, what));
+            |w: &FakeNode, what: &str| Err(w.err(BackendErrorKind::NotFound, verb, &target, what));
         match call {
             Call::CreateContainer(meta) => {
                 if self.records.contains_key(&target) {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use berth_core::testing::{Fault, World};
+use berth_core::testing::{CallFault, FakeNode};
 use berth_core::*;
 
 fn cid(s: &str) -> ContainerId {
@@ -13,14 +13,14 @@ fn sid(s: &str) -> SandboxId {
     SandboxId::new(s).unwrap()
 }
 
-fn world() -> World {
-    let mut w = World::new();
+fn world() -> FakeNode {
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     w
 }
 
-fn unchanged(w: &World, before: &std::collections::BTreeMap<ContainerId, Status>) {
+fn unchanged(w: &FakeNode, before: &std::collections::BTreeMap<ContainerId, Status>) {
     assert_eq!(
         &w.disk, before,
         "a refused command must not change any checkpoint"
@@ -65,7 +65,7 @@ fn create_with_bad_config() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(w.machine.container(&cid("c2")).is_none());
     assert!(
-        !w.records.contains_key(&World::ct("c2")),
+        !w.records.contains_key(&FakeNode::ct("c2")),
         "nothing created in containerd"
     );
     unchanged(&w, &before);
@@ -132,10 +132,10 @@ fn create_in_stopped_sandbox() {
 #[test]
 fn create_in_sandbox_being_removed() {
     let mut w = world();
-    w.ignores_term.insert(World::sb("pod1"));
+    w.ignores_term.insert(FakeNode::sb("pod1"));
     w.fail_next(
         "Tasks.Kill",
-        Fault::Before(BackendErrorKind::DeadlineExceeded),
+        CallFault::Before(BackendErrorKind::DeadlineExceeded),
     );
     // RemovePodSandbox in flight (its kill has not run yet).
     w.command(Command::RemovePodSandbox(sid("pod1")));
@@ -247,7 +247,7 @@ fn remove_backend_failure_leaves_container_removable() {
     let mut w = world();
     w.fail_next(
         "Containers.Delete",
-        Fault::Before(BackendErrorKind::Unavailable),
+        CallFault::Before(BackendErrorKind::Unavailable),
     );
     let e = w.run(Command::RemoveContainer(cid("c1"))).unwrap_err();
     assert!(
@@ -270,7 +270,7 @@ fn remove_backend_failure_leaves_container_removable() {
 
 #[test]
 fn create_checkpoint_failure_rolls_back() {
-    let mut w = World::new();
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.fail_persists(1);
     let e = w.create("c1", "pod1", "app").unwrap_err();
@@ -287,7 +287,7 @@ fn create_checkpoint_failure_rolls_back() {
     assert_eq!(e.code(), ErrorCode::Internal);
     assert!(w.machine.container(&cid("c1")).is_none());
     assert!(
-        !w.records.contains_key(&World::ct("c1")),
+        !w.records.contains_key(&FakeNode::ct("c1")),
         "containerd record rolled back"
     );
     // The name is free again.
@@ -324,7 +324,7 @@ fn stop_kill_failure_is_reported() {
     w.start("c1").unwrap();
     w.fail_next(
         "Tasks.Kill",
-        Fault::Before(BackendErrorKind::DeadlineExceeded),
+        CallFault::Before(BackendErrorKind::DeadlineExceeded),
     );
     let e = w
         .run(Command::StopContainer {
@@ -395,7 +395,7 @@ fn update_resources_is_recorded_and_refused_when_exited() {
     assert_eq!(w.disk[&cid("c1")].resources, Some(mem(64)));
     assert_eq!(w.status("c1").unwrap().resources, Some(mem(64)));
     w.start("c1").unwrap();
-    w.exit_task(&World::ct("c1"), 0);
+    w.exit_task(&FakeNode::ct("c1"), 0);
     w.settle();
     let before = w.disk.clone();
     let e = w
@@ -426,7 +426,7 @@ fn exit_during_update_is_recorded_after_it() {
         resources: mem(8),
     });
     // The process exits while the update's write is pending: no second write starts.
-    w.exit_task(&World::ct("c1"), 3);
+    w.exit_task(&FakeNode::ct("c1"), 3);
     let persists = w
         .pending
         .iter()

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use berth_core::testing::{FakeTask, Fault, World};
+use berth_core::testing::{CallFault, FakeNode, FakeTask};
 use berth_core::*;
 use proptest::prelude::*;
 
@@ -112,7 +112,7 @@ struct Model {
     broken: Option<String>,
 }
 
-fn send(w: &mut World, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
+fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
     match &c {
         Command::StartContainer(id) => {
             m.stopped.remove(id);
@@ -129,7 +129,7 @@ fn send(w: &mut World, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Co
     m.sent.insert(req, (kind.to_owned(), id));
 }
 
-fn apply(w: &mut World, m: &mut Model, op: &Op) {
+fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
     match op {
         Op::RunPod(p) => send(
             w,
@@ -161,7 +161,7 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
         ),
         Op::Stop(c, grace) => {
             // A graceful stop of a RUNNING container sends the stop signal, never SIGKILL
-            // at once (that comes from the timer, 5 s later).
+            // at once (that comes from the timer, 5 s after the signal was delivered).
             let running = w
                 .machine
                 .container(&cid(*c))
@@ -229,12 +229,12 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
             }
         }
         Op::ExecuteAll => w.settle(),
-        Op::Fail(v, k) => w.fail_next(VERBS[*v as usize], Fault::Before(KINDS[*k as usize])),
-        Op::LoseReply(v) => w.fail_next(VERBS[*v as usize], Fault::ReplyLost),
+        Op::Fail(v, k) => w.fail_next(VERBS[*v as usize], CallFault::Before(KINDS[*k as usize])),
+        Op::LoseReply(v) => w.fail_next(VERBS[*v as usize], CallFault::ReplyLost),
         Op::FailPersists(n, false) => w.fail_persists(*n as usize),
         Op::FailPersists(n, true) => w.fail_persists_applied(*n as usize),
-        Op::Exit(c, code) => w.exit_task(&World::ct(&cname(*c)), *code as i32),
-        Op::KillShim(c) => w.kill_shim(&World::ct(&cname(*c))),
+        Op::Exit(c, code) => w.exit_task(&FakeNode::ct(&cname(*c)), *code as i32),
+        Op::KillShim(c) => w.kill_shim(&FakeNode::ct(&cname(*c))),
         Op::RestartContainerd => w.restart_containerd(),
         Op::Advance(s) => w.advance(Duration::from_millis(*s as u64 * 50)),
         Op::Crash => w.crash_and_recover(|_| None),
@@ -242,7 +242,7 @@ fn apply(w: &mut World, m: &mut Model, op: &Op) {
 }
 
 /// SIGKILLs of container `c` waiting to be sent to containerd.
-fn sigkills(w: &World, c: u8) -> usize {
+fn sigkills(w: &FakeNode, c: u8) -> usize {
     let target = Target::Container(cid(c));
     w.pending
         .iter()
@@ -254,7 +254,7 @@ fn sigkills(w: &World, c: u8) -> usize {
 }
 
 /// Checks run after every step.
-fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
+fn check_step(w: &FakeNode, m: &mut Model) -> Result<(), String> {
     if let Some(broken) = m.broken.take() {
         return Err(broken);
     }
@@ -413,7 +413,7 @@ fn check_step(w: &World, m: &mut Model) -> Result<(), String> {
 }
 
 /// After faults stop: drain everything and let timers run out.
-fn heal(w: &mut World) {
+fn heal(w: &mut FakeNode) {
     w.settle();
     for _ in 0..200 {
         if !w.advance_to_next_timer() {
@@ -425,7 +425,7 @@ fn heal(w: &mut World) {
 }
 
 /// After the heal, the machine agrees with the fake containerd.
-fn check_truth(w: &World, m: &Model) -> Result<(), String> {
+fn check_truth(w: &FakeNode, m: &Model) -> Result<(), String> {
     w.machine.check_invariants().map_err(|e| e.to_string())?;
     if !w.orphans.is_empty() {
         return Err(format!(
@@ -520,7 +520,7 @@ fn check_truth(w: &World, m: &Model) -> Result<(), String> {
 }
 
 fn run(config: Config, ops: &[Op]) -> Result<(), String> {
-    let mut w = World::with_config(config);
+    let mut w = FakeNode::with_config(config);
     w.logging = false;
     let mut m = Model::default();
     for op in ops {
@@ -790,7 +790,7 @@ fn regressions() {
     ];
     for ops in cases {
         if let Err(e) = run(Config::default(), &ops) {
-            let mut w = World::new();
+            let mut w = FakeNode::new();
             let mut m = Model::default();
             for op in &ops {
                 w.transcript.push(format!("### {op:?}"));

@@ -4,22 +4,22 @@
 
 use std::time::Duration;
 
-use berth_core::testing::{FakeTask, Fault, World};
+use berth_core::testing::{CallFault, FakeNode, FakeTask};
 use berth_core::*;
 
 fn cid(s: &str) -> ContainerId {
     ContainerId::new(s).unwrap()
 }
 
-fn running_world() -> World {
-    let mut w = World::new();
+fn running_world() -> FakeNode {
+    let mut w = FakeNode::new();
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     w.transcript.clear();
     w
 }
 
-fn check(w: &World) {
+fn check(w: &FakeNode) {
     w.machine.check_invariants().unwrap();
 }
 
@@ -28,7 +28,7 @@ fn start_succeeds_then_exits_and_is_removed() {
     let mut w = running_world();
     assert_eq!(w.start("c1"), Ok(Response::Done));
     w.advance(Duration::from_millis(1500));
-    w.exit_task(&World::ct("c1"), 42);
+    w.exit_task(&FakeNode::ct("c1"), 42);
     w.settle();
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 42));
@@ -37,7 +37,7 @@ fn start_succeeds_then_exits_and_is_removed() {
         Ok(Response::Done)
     );
     assert!(w.status("c1").is_none());
-    assert!(w.tasks.is_empty() || !w.tasks.contains_key(&World::ct("c1")));
+    assert!(w.tasks.is_empty() || !w.tasks.contains_key(&FakeNode::ct("c1")));
     check(&w);
     insta::assert_snapshot!(w.transcript_text());
 }
@@ -47,43 +47,43 @@ fn start_succeeds_then_exits_and_is_removed() {
 #[test]
 fn start_fails_at_each_step() {
     let mut out = String::new();
-    type Setup = Box<dyn Fn(&mut World)>;
+    type Setup = Box<dyn Fn(&mut FakeNode)>;
     let cases: Vec<(&str, Setup)> = vec![
         (
             "Tasks.Create fails",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Create", Fault::Before(BackendErrorKind::Other))
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Create", CallFault::Before(BackendErrorKind::Other))
             }),
         ),
         (
             "Tasks.Create reply lost (task exists)",
-            Box::new(|w: &mut World| w.fail_next("Tasks.Create", Fault::ReplyLost)),
+            Box::new(|w: &mut FakeNode| w.fail_next("Tasks.Create", CallFault::ReplyLost)),
         ),
         (
             "Tasks.Start fails",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Start", Fault::Before(BackendErrorKind::Other))
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Start", CallFault::Before(BackendErrorKind::Other))
             }),
         ),
         (
             "Tasks.Start times out after starting",
-            Box::new(|w: &mut World| w.fail_next("Tasks.Start", Fault::ReplyLost)),
+            Box::new(|w: &mut FakeNode| w.fail_next("Tasks.Start", CallFault::ReplyLost)),
         ),
         (
             "persist of the start fails",
-            Box::new(|w: &mut World| w.fail_persists(1)),
+            Box::new(|w: &mut FakeNode| w.fail_persists(1)),
         ),
         (
             "persist fails and the rollback record too",
-            Box::new(|w: &mut World| w.fail_persists(2)),
+            Box::new(|w: &mut FakeNode| w.fail_persists(2)),
         ),
         (
             "Tasks.Start fails and R2's delete fails (task cleaned up later)",
-            Box::new(|w: &mut World| {
-                w.fail_next("Tasks.Start", Fault::ReplyLost);
+            Box::new(|w: &mut FakeNode| {
+                w.fail_next("Tasks.Start", CallFault::ReplyLost);
                 w.fail_next(
                     "Tasks.Delete",
-                    Fault::Before(BackendErrorKind::DeadlineExceeded),
+                    CallFault::Before(BackendErrorKind::DeadlineExceeded),
                 );
             }),
         ),
@@ -114,7 +114,7 @@ fn start_fails_at_each_step() {
         }
         assert!(
             !matches!(
-                w.tasks.get(&World::ct("c1")),
+                w.tasks.get(&FakeNode::ct("c1")),
                 Some(FakeTask::Running(_) | FakeTask::Created(_))
             ),
             "{name}: a task survived the failed start"
@@ -157,7 +157,7 @@ fn stop_racing_start_ends_stopped() {
 fn stop_escalates_to_sigkill_after_the_timeout() {
     let mut w = running_world();
     w.start("c1").unwrap();
-    w.ignores_term.insert(World::ct("c1"));
+    w.ignores_term.insert(FakeNode::ct("c1"));
     let stop = w.command(Command::StopContainer {
         id: cid("c1"),
         timeout: Duration::from_secs(30),
@@ -206,13 +206,13 @@ fn exit_arriving_during_recovery_is_recorded() {
     // Recovery found CREATED + a running task: it records RUNNING (persist pending) and
     // arms the watch only after that; the process exits in between.
     assert!(w.machine.is_recovering());
-    let c1 = World::ct("c1");
+    let c1 = FakeNode::ct("c1");
     assert!(
         !w.pending
             .iter()
             .any(|e| matches!(e, Effect::Call { call: Call::WaitTask(t), .. } if *t == c1))
     );
-    w.exit_task(&World::ct("c1"), 7);
+    w.exit_task(&FakeNode::ct("c1"), 7);
     w.settle();
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 7));
@@ -228,7 +228,7 @@ fn broken_wait_is_not_an_exit() {
     w.restart_containerd();
     w.settle();
     assert_eq!(w.status("c1").unwrap().state(), ContainerState::Running);
-    w.exit_task(&World::ct("c1"), 3);
+    w.exit_task(&FakeNode::ct("c1"), 3);
     w.settle();
     assert_eq!(w.status("c1").unwrap().exit_code, 3);
     check(&w);
@@ -239,7 +239,7 @@ fn broken_wait_is_not_an_exit() {
 fn exit_persisted_before_task_deleted_survives_a_crash_between() {
     let mut w = running_world();
     w.start("c1").unwrap();
-    w.exit_task(&World::ct("c1"), 9);
+    w.exit_task(&FakeNode::ct("c1"), 9);
     // Carry out only the exit's persist, then crash before the task delete.
     let i = w
         .pending
@@ -262,7 +262,7 @@ fn exit_persisted_before_task_deleted_survives_a_crash_between() {
     let s = w.status("c1").unwrap();
     assert_eq!((s.state(), s.exit_code), (ContainerState::Exited, 9));
     assert!(
-        !w.tasks.contains_key(&World::ct("c1")),
+        !w.tasks.contains_key(&FakeNode::ct("c1")),
         "stray task cleaned up"
     );
     check(&w);
@@ -368,12 +368,12 @@ fn recovery_decision_table() {
 /// Runs one cell in a world: the container's checkpoint and task are set up, berth
 /// recovers with the observation, effects run, then berth restarts once more.
 fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, String) {
-    let mut w = World::new();
+    let mut w = FakeNode::new();
     w.logging = false;
     w.run_pod("pod1", "web").unwrap();
     w.create("c1", "pod1", "app").unwrap();
     let id = cid("c1");
-    let target = World::ct("c1");
+    let target = FakeNode::ct("c1");
     match checkpoint(cp_name) {
         Ok(s) => {
             w.disk.insert(id.clone(), s);
@@ -406,7 +406,7 @@ fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, S
     let injected = task.clone();
     let paused = matches!(task, Ok(TaskState::Paused));
     w.crash_and_recover(move |t| {
-        (t == &World::ct("c1") && (injected.is_err() || paused)).then(|| injected.clone())
+        (t == &FakeNode::ct("c1") && (injected.is_err() || paused)).then(|| injected.clone())
     });
     w.settle();
     w.machine.check_invariants().unwrap();
@@ -418,7 +418,7 @@ fn run_cell(cp_name: &str, task: &Result<TaskState, BackendError>) -> (String, S
     (first, second)
 }
 
-fn describe(w: &World, id: &ContainerId) -> String {
+fn describe(w: &FakeNode, id: &ContainerId) -> String {
     let c = w
         .machine
         .container(id)
@@ -429,7 +429,7 @@ fn describe(w: &World, id: &ContainerId) -> String {
     if disk != Some(s) {
         out.push_str(" (not on disk)");
     }
-    let task = match w.tasks.get(&World::ct(id.as_str())) {
+    let task = match w.tasks.get(&FakeNode::ct(id.as_str())) {
         None => "no task",
         Some(FakeTask::Created(_)) => "task Created",
         Some(FakeTask::Running(_)) => "task Running",

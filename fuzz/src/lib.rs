@@ -2,7 +2,7 @@
 //! binaries and the libFuzzer entry points all run the same code.
 //!
 //! - [`decode`]: `checkpoint_decode`, bytes into the checkpoint and metadata codecs.
-//! - [`ops`]: `ops`, a list of operations on [`berth_core::testing::World`], invariants
+//! - [`ops`]: `ops`, a list of operations on [`berth_core::testing::FakeNode`], invariants
 //!   checked after each.
 //! - [`seeds`]: the seed corpus, generated from readable scenarios.
 //!

@@ -1,4 +1,4 @@
-//! The `ops` target: an [`Arbitrary`] list of operations on [`World`], with
+//! The `ops` target: an [`Arbitrary`] list of operations on [`FakeNode`], with
 //! [`Machine::check_invariants`](berth_core::Machine::check_invariants) after every one.
 //!
 //! Ids, names and durations come from small enums so that short inputs hit the same objects
@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use berth_core::testing::{self, Fault, World};
+use berth_core::testing::{self, CallFault, FakeNode};
 use berth_core::{
     BackendError, BackendErrorKind, CheckpointProblem, Command, ContainerId, ContainerState,
     Machine, SandboxId, Target,
@@ -358,7 +358,7 @@ pub fn run(data: &[u8], logging: bool) -> Result<Reached, Violation> {
 
 /// Applies `ops` to a fresh world, checking the invariants after every one.
 pub fn run_ops(ops: &[Op], logging: bool) -> Result<Reached, Violation> {
-    let mut world = World::new();
+    let mut world = FakeNode::new();
     world.logging = logging;
     let mut reached = Reached::default();
     for (step, op) in ops.iter().enumerate() {
@@ -385,7 +385,7 @@ pub fn run_ops(ops: &[Op], logging: bool) -> Result<Reached, Violation> {
 }
 
 /// Applies one operation. Never panics on its own: indexes wrap, counts are bounded.
-pub fn apply(world: &mut World, op: Op) {
+pub fn apply(world: &mut FakeNode, op: Op) {
     match op {
         Op::RunPod { pod, name } => {
             let name = match name {
@@ -441,12 +441,12 @@ pub fn apply(world: &mut World, op: Op) {
                 world.execute(0);
             }
         }
-        Op::Fault { verb, kind } => world.fail_next(verb.name(), Fault::Before(kind.into())),
+        Op::Fault { verb, kind } => world.fail_next(verb.name(), CallFault::Before(kind.into())),
         Op::LoseReply(Verb::TasksWait) => world.fail_next(
             Verb::TasksWait.name(),
-            Fault::Before(BackendErrorKind::Unavailable),
+            CallFault::Before(BackendErrorKind::Unavailable),
         ),
-        Op::LoseReply(verb) => world.fail_next(verb.name(), Fault::ReplyLost),
+        Op::LoseReply(verb) => world.fail_next(verb.name(), CallFault::ReplyLost),
         Op::FailPersists(n) => world.fail_persists(usize::from(n % 4)),
         Op::TaskExit { who, code } => world.exit_task(&who.target(), i32::from(code)),
         Op::ExitEvent(who) => {
@@ -488,7 +488,7 @@ pub fn apply(world: &mut World, op: Op) {
 }
 
 fn crash_and_recover(
-    world: &mut World,
+    world: &mut FakeNode,
     observe: [Option<(Who, Kind)>; 2],
     checkpoint: Option<(Slot, ReadProblem)>,
 ) {

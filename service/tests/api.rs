@@ -15,7 +15,8 @@ use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use berth_testkit::process_alive;
 use common::wrappers::Knobs;
 use common::{
-    STOP_TIMEOUT, World, await_process_gone, is_container_not_found, sleeper, start_held_at_gate,
+    STOP_TIMEOUT, ServiceFixture, await_process_gone, is_container_not_found, sleeper,
+    start_held_at_gate,
 };
 
 /// `sh` that exits 0 on SIGTERM (checked once a second).
@@ -44,7 +45,7 @@ fn assert_all_first_try(request: &str, noun: &str, failures: &[String], tried: u
 /// issued concurrently with the start at a few staggers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_racing_start_ends_stopped() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
 
@@ -102,7 +103,7 @@ async fn stop_racing_start_ends_stopped() {
 /// where a race would show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_running_and_unknown_containers() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let mut running = Vec::new();
@@ -153,7 +154,7 @@ async fn remove_running_and_unknown_containers() {
 /// between two deletes of one task would hit at least one of them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_ready_pods_with_running_containers() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let (node, knobs) = w.ready_gated_node().await;
     let mut pods = Vec::new();
     for i in 0..8 {
@@ -181,7 +182,7 @@ async fn remove_ready_pods_with_running_containers() {
 /// knows succeed, and change nothing; start and status of them say NotFound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_remove_of_unknown_ids_succeed() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let (id, pid) = w.run(&node, &pod, "bystander", sleeper()).await;
@@ -228,7 +229,7 @@ async fn stop_and_remove_of_unknown_ids_succeed() {
 /// changes nothing); afterwards the recovered state is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_during_recovery_answer_unavailable() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let (id, pid) = w.run(&node, &pod, "kept", sleeper()).await;
@@ -304,7 +305,7 @@ async fn requests_during_recovery_answer_unavailable() {
 /// the next instance finds them exactly as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_kills_nothing() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let pause_pid = node.sandbox_status(pod.as_str()).await.expect("pod").pid;

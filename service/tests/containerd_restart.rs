@@ -12,12 +12,12 @@ use std::sync::atomic::Ordering;
 
 use berth_backend::TaskState;
 use berth_core::{ContainerState, EventKind, SandboxState, Target};
-use common::{World, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
+use common::{ServiceFixture, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
 use rustix::process::Signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_sigkilled_under_a_live_service() {
-    let mut w = World::start().await;
+    let mut w = ServiceFixture::start().await;
     let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
     let pause_pid = node.sandbox_status(pod.as_str()).await.expect("pod").pid;

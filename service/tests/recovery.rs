@@ -14,8 +14,8 @@ use berth_service::ServiceError;
 use berth_testkit::process_alive;
 use common::wrappers::{Hold, HoldingStore, store_gate};
 use common::{
-    World, await_log, await_process_gone, eventually, exits_on_term, is_container_not_found,
-    now_ns, signal, sleeper, start_held_at, start_held_at_gate,
+    ServiceFixture, await_log, await_process_gone, eventually, exits_on_term,
+    is_container_not_found, now_ns, signal, sleeper, start_held_at, start_held_at_gate,
 };
 use rustix::process::Signal;
 
@@ -23,7 +23,7 @@ use rustix::process::Signal;
 /// EXITED with the real code and the shim's exit time, persisted, then the task deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_whose_task_stopped_while_down_is_exited_with_its_real_code_and_time() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let (id, pid) = w.run(&node, &pod, "leaver", exits_on_term(7)).await;
@@ -65,7 +65,7 @@ async fn running_whose_task_stopped_while_down_is_exited_with_its_real_code_and_
 /// (its pause shim died too) is NotReady. Both remain removable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_whose_shim_was_killed_while_down_is_exited_255_unknown() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let (id, pid) = w.run(&node, &pod, "victim", sleeper()).await;
@@ -115,7 +115,7 @@ async fn running_whose_shim_was_killed_while_down_is_exited_255_unknown() {
 /// normally afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_task_create_and_start_deletes_the_task_and_stays_startable() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let (node, knobs) = w.ready_gated_node().await;
     let pod = w.pod(&node, "pod").await;
     let id = w.create(&node, &pod, "late", sleeper()).await;
@@ -214,7 +214,7 @@ enum Early<F> {
 /// exit watched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_start_before_the_persist_recovers_running() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let gate = store_gate();
     let node = {
         let gate = gate.clone();
@@ -279,7 +279,7 @@ async fn crash_after_start_before_the_persist_recovers_running() {
 /// disk and in memory, restart after restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exited_container_is_unchanged_across_two_restarts() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let mut node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let id = w
@@ -321,7 +321,7 @@ async fn exited_container_is_unchanged_across_two_restarts() {
 /// is refused, and both are removable (the live task killed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_checkpoint_is_unknown_removable_and_never_running() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let pod = w.pod(&node, "pod").await;
     let (live, pid) = w.run(&node, &pod, "live", sleeper()).await;

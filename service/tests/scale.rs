@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use berth_backend::TaskState;
 use berth_core::{ContainerId, ContainerState, SandboxState, Target};
-use common::{World, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
+use common::{ServiceFixture, await_log, eventually, exits_on_term, now_ns, signal, sleeper};
 use futures::StreamExt;
 use rustix::process::Signal;
 
@@ -34,7 +34,7 @@ struct Spec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_containers_over_ten_pods_recover_after_a_crash() {
-    let w = World::start().await;
+    let w = ServiceFixture::start().await;
     let node = w.ready_node().await;
     let mut pods = Vec::new();
     for p in 0..PODS {

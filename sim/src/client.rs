@@ -4,8 +4,8 @@
 //! attempt number). Every reply is judged by the reply model, every step is followed by the
 //! step checks.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use berth_backend::Target;
@@ -15,17 +15,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checks::graceful;
-use crate::run::{Incarnation, World};
-use crate::workload::{Step, container_config, sandbox_config};
+use crate::workload::{ClientStep, container_config, sandbox_config};
+use crate::world::{Incarnation, SimWorld, lock};
 
 const CLIENT_STREAM: u64 = 0xC11E_0000_0000_0004;
 
 /// How often a client replaces a dead pod before it gives up on creating in it.
 const POD_REPLACEMENTS: u32 = 3;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Retry delay: 100 ms doubling to 2 s.
 fn backoff(attempt: u32) -> Duration {
@@ -48,7 +44,7 @@ fn transient(e: &ServiceError) -> bool {
 }
 
 struct Client {
-    w: Arc<World>,
+    w: Arc<SimWorld>,
     k: usize,
     actor: String,
     rng: SmallRng,
@@ -58,7 +54,7 @@ struct Client {
 }
 
 /// Runs client `k`'s script to its end.
-pub(crate) async fn run(w: Arc<World>, k: usize) {
+pub(crate) async fn run(w: Arc<SimWorld>, k: usize) {
     let pods = w.workload.pods.len();
     let mut c = Client {
         rng: SmallRng::seed_from_u64(w.seed ^ CLIENT_STREAM ^ (k as u64) << 32),
@@ -75,7 +71,7 @@ pub(crate) async fn run(w: Arc<World>, k: usize) {
         }
         lock(&c.w.progress)[k] = format!("step {n} {step:?}");
         c.step(step).await;
-        if !matches!(step, Step::Think(_)) {
+        if !matches!(step, ClientStep::Think(_)) {
             c.w.step_checks().await;
         }
     }
@@ -133,16 +129,16 @@ impl Client {
         lock(&self.w.registry).pods.get(&p).cloned()
     }
 
-    async fn step(&mut self, step: Step) {
+    async fn step(&mut self, step: ClientStep) {
         match step {
-            Step::RunPod(p) => self.run_pod(p).await,
-            Step::Create(i) => self.create(i).await,
-            Step::Start(i) => {
+            ClientStep::RunPod(p) => self.run_pod(p).await,
+            ClientStep::Create(i) => self.create(i).await,
+            ClientStep::Start(i) => {
                 if let Some((id, _)) = self.ctr(i) {
                     self.start(&id).await;
                 }
             }
-            Step::StartStopRace(i, grace) => {
+            ClientStep::StartStopRace(i, grace) => {
                 if let Some((id, _)) = self.ctr(i) {
                     let delay = Duration::from_millis(self.rng.gen_range(0..60));
                     let (w, actor) = (self.w.clone(), self.actor.clone());
@@ -161,33 +157,33 @@ impl Client {
                     });
                 }
             }
-            Step::Stop(i, grace) => {
+            ClientStep::Stop(i, grace) => {
                 if let Some((id, _)) = self.ctr(i) {
                     self.stop(&id, grace).await;
                 }
             }
-            Step::Remove(i) => {
+            ClientStep::Remove(i) => {
                 if let Some((id, _)) = self.ctr(i) {
                     self.remove(&id).await;
                 }
             }
-            Step::Status(i) => {
+            ClientStep::Status(i) => {
                 if let Some((id, _)) = self.ctr(i) {
                     self.w.observe(&id).await;
                 }
             }
-            Step::List => self.w.observe_all().await,
-            Step::StopPod(p) => {
+            ClientStep::List => self.w.observe_all().await,
+            ClientStep::StopPod(p) => {
                 if let Some(pod) = self.pod(p) {
                     self.stop_pod(&pod).await;
                 }
             }
-            Step::RemovePod(p) => {
+            ClientStep::RemovePod(p) => {
                 if let Some(pod) = self.pod(p) {
                     self.remove_pod(&pod).await;
                 }
             }
-            Step::Think(d) => tokio::time::sleep(d).await,
+            ClientStep::Think(d) => tokio::time::sleep(d).await,
         }
     }
 

@@ -58,12 +58,16 @@ mod run;
 pub mod shrink;
 #[cfg(madsim)]
 pub mod soak;
+#[cfg(madsim)]
+mod world;
 
 pub use bugs::Bug;
 #[cfg(madsim)]
-pub use run::{Failure, Outcome, live_worlds, run_seed};
-pub use shape::{Fault, FaultMask, Shape};
+pub use run::{Failure, Outcome, run_seed};
+pub use shape::{FaultMask, FaultSwitch, Shape};
 pub use workload::Workload;
+#[cfg(madsim)]
+pub use world::live_worlds;
 
 /// The simulator's allocator (simulator builds only; see Cargo.toml).
 #[cfg(madsim)]

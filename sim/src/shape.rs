@@ -10,10 +10,10 @@ use crate::bugs::Bug;
 /// Stream constant of [`Shape::swarm`]'s draws (apart from the run's own streams).
 const SWARM_STREAM: u64 = 0x5A12_0000_0000_0005;
 
-/// A fault kind the swarm plan may draw. Shrinking turns kinds off one by one
-/// ([`FaultMask`]).
+/// The switch of one fault kind the swarm plan may draw: a bit of a [`FaultMask`], on or
+/// off for a whole run (shrinking turns them off one by one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Fault {
+pub enum FaultSwitch {
     /// containerd calls fail with Unavailable.
     Unavailable,
     /// containerd calls fail with DeadlineExceeded (applied or not).
@@ -52,27 +52,27 @@ pub enum Fault {
     LateExit,
 }
 
-impl Fault {
+impl FaultSwitch {
     /// Every kind, in bit order.
-    pub const ALL: [Fault; 18] = [
-        Fault::Unavailable,
-        Fault::DeadlineExceeded,
-        Fault::Other,
-        Fault::FailedPrecondition,
-        Fault::ReplyLost,
-        Fault::Slow,
-        Fault::Hang,
-        Fault::WaitBroken,
-        Fault::SyncFailure,
-        Fault::NoSpace,
-        Fault::TornWrite,
-        Fault::LostWrite,
-        Fault::LostRename,
-        Fault::ContainerdRestart,
-        Fault::ShimDeath,
-        Fault::ExitNow,
-        Fault::PowerLoss,
-        Fault::LateExit,
+    pub const ALL: [FaultSwitch; 18] = [
+        FaultSwitch::Unavailable,
+        FaultSwitch::DeadlineExceeded,
+        FaultSwitch::Other,
+        FaultSwitch::FailedPrecondition,
+        FaultSwitch::ReplyLost,
+        FaultSwitch::Slow,
+        FaultSwitch::Hang,
+        FaultSwitch::WaitBroken,
+        FaultSwitch::SyncFailure,
+        FaultSwitch::NoSpace,
+        FaultSwitch::TornWrite,
+        FaultSwitch::LostWrite,
+        FaultSwitch::LostRename,
+        FaultSwitch::ContainerdRestart,
+        FaultSwitch::ShimDeath,
+        FaultSwitch::ExitNow,
+        FaultSwitch::PowerLoss,
+        FaultSwitch::LateExit,
     ];
 
     fn bit(self) -> u32 {
@@ -82,52 +82,54 @@ impl Fault {
     /// Short name for reports.
     pub fn name(self) -> &'static str {
         match self {
-            Fault::Unavailable => "unavailable",
-            Fault::DeadlineExceeded => "deadline_exceeded",
-            Fault::Other => "other",
-            Fault::FailedPrecondition => "failed_precondition",
-            Fault::ReplyLost => "reply_lost",
-            Fault::Slow => "slow",
-            Fault::Hang => "hang",
-            Fault::WaitBroken => "wait_broken",
-            Fault::SyncFailure => "sync_failure",
-            Fault::NoSpace => "no_space",
-            Fault::TornWrite => "torn_write",
-            Fault::LostWrite => "lost_write",
-            Fault::LostRename => "lost_rename",
-            Fault::ContainerdRestart => "containerd_restart",
-            Fault::ShimDeath => "shim_death",
-            Fault::ExitNow => "exit_now",
-            Fault::PowerLoss => "power_loss",
-            Fault::LateExit => "late_exit",
+            FaultSwitch::Unavailable => "unavailable",
+            FaultSwitch::DeadlineExceeded => "deadline_exceeded",
+            FaultSwitch::Other => "other",
+            FaultSwitch::FailedPrecondition => "failed_precondition",
+            FaultSwitch::ReplyLost => "reply_lost",
+            FaultSwitch::Slow => "slow",
+            FaultSwitch::Hang => "hang",
+            FaultSwitch::WaitBroken => "wait_broken",
+            FaultSwitch::SyncFailure => "sync_failure",
+            FaultSwitch::NoSpace => "no_space",
+            FaultSwitch::TornWrite => "torn_write",
+            FaultSwitch::LostWrite => "lost_write",
+            FaultSwitch::LostRename => "lost_rename",
+            FaultSwitch::ContainerdRestart => "containerd_restart",
+            FaultSwitch::ShimDeath => "shim_death",
+            FaultSwitch::ExitNow => "exit_now",
+            FaultSwitch::PowerLoss => "power_loss",
+            FaultSwitch::LateExit => "late_exit",
         }
     }
 }
 
-/// Which fault kinds a run may draw (a bit per [`Fault`]); the seed's swarm plan decides
+/// Which fault kinds a run may draw (a bit per [`FaultSwitch`]); the seed's swarm plan decides
 /// which of them are actually on and at what rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultMask(pub u32);
 
 impl FaultMask {
     /// Every kind allowed.
-    pub const ALL: FaultMask = FaultMask((1 << Fault::ALL.len()) - 1);
+    pub const ALL: FaultMask = FaultMask((1 << FaultSwitch::ALL.len()) - 1);
     /// Nothing allowed (berth crashes still happen, as process crashes).
     pub const NONE: FaultMask = FaultMask(0);
 
     /// True if `f` may be drawn.
-    pub fn allows(self, f: Fault) -> bool {
+    pub fn allows(self, f: FaultSwitch) -> bool {
         self.0 & f.bit() != 0
     }
 
     /// The mask without `f`.
-    pub fn without(self, f: Fault) -> FaultMask {
+    pub fn without(self, f: FaultSwitch) -> FaultMask {
         FaultMask(self.0 & !f.bit())
     }
 
     /// The kinds allowed.
-    pub fn kinds(self) -> impl Iterator<Item = Fault> {
-        Fault::ALL.into_iter().filter(move |f| self.allows(*f))
+    pub fn kinds(self) -> impl Iterator<Item = FaultSwitch> {
+        FaultSwitch::ALL
+            .into_iter()
+            .filter(move |f| self.allows(*f))
     }
 }
 
@@ -157,7 +159,7 @@ impl FromStr for FaultMask {
                 // A comma-separated list of kind names.
                 let mut mask = FaultMask::NONE;
                 for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                    let f = Fault::ALL
+                    let f = FaultSwitch::ALL
                         .into_iter()
                         .find(|f| f.name() == name)
                         .ok_or_else(|| ShapeError::Value {
@@ -373,10 +375,13 @@ mod tests {
         assert_eq!("all".parse::<FaultMask>(), Ok(FaultMask::ALL));
         assert_eq!("none".parse::<FaultMask>(), Ok(FaultMask::NONE));
         let m: FaultMask = "hang,power_loss".parse().unwrap();
-        assert!(m.allows(Fault::Hang) && m.allows(Fault::PowerLoss));
-        assert!(!m.allows(Fault::Slow));
+        assert!(m.allows(FaultSwitch::Hang) && m.allows(FaultSwitch::PowerLoss));
+        assert!(!m.allows(FaultSwitch::Slow));
         assert_eq!(m.to_string().parse::<FaultMask>(), Ok(m));
-        assert_eq!(FaultMask::ALL.without(Fault::Hang).kinds().count(), 17);
+        assert_eq!(
+            FaultMask::ALL.without(FaultSwitch::Hang).kinds().count(),
+            17
+        );
         assert!("bogus".parse::<FaultMask>().is_err());
     }
 

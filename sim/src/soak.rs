@@ -249,7 +249,7 @@ pub fn soak(opts: &SoakOptions) -> SoakReport {
         let _ = p.join();
     }
     let mut r = report.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    r.leaked = crate::run::live_worlds();
+    r.leaked = crate::world::live_worlds();
     r.elapsed = began.elapsed();
     r.failures.sort_by_key(|f| f.seed);
     r.known_open.sort_by_key(|(f, _)| f.seed);

@@ -50,7 +50,7 @@ pub struct ContainerSpec {
 /// One step of a client's script. Indices refer to [`Workload::pods`] and
 /// [`Workload::containers`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum ClientStep {
     /// RunPodSandbox (retried until the pod exists).
     RunPod(usize),
     /// CreateContainer (retried; a lost reply is found again by name).
@@ -83,7 +83,7 @@ pub struct Workload {
     /// Every container.
     pub containers: Vec<ContainerSpec>,
     /// One script per client.
-    pub scripts: Vec<Vec<Step>>,
+    pub scripts: Vec<Vec<ClientStep>>,
 }
 
 /// The CRI config of pod `name`.
@@ -129,7 +129,7 @@ impl Workload {
             })
             .collect();
         let mut containers = Vec::with_capacity(shape.containers);
-        let mut lanes_of: Vec<Vec<Step>> = Vec::with_capacity(shape.containers);
+        let mut lanes_of: Vec<Vec<ClientStep>> = Vec::with_capacity(shape.containers);
         for i in 0..shape.containers {
             let mut rng = stream(i as u64 + 1);
             let client = i % shape.clients;
@@ -159,22 +159,22 @@ impl Workload {
                 pod,
                 plan,
             });
-            let mut lane = vec![Step::Create(i)];
+            let mut lane = vec![ClientStep::Create(i)];
             if rng.gen_bool(0.9) {
                 if rng.gen_bool(0.1) {
-                    lane.push(Step::StartStopRace(i, grace(&mut rng)));
+                    lane.push(ClientStep::StartStopRace(i, grace(&mut rng)));
                 } else {
-                    lane.push(Step::Start(i));
+                    lane.push(ClientStep::Start(i));
                 }
             }
             if rng.gen_bool(0.5) {
-                lane.push(Step::Status(i));
+                lane.push(ClientStep::Status(i));
             }
             if rng.gen_bool(0.6) {
-                lane.push(Step::Stop(i, grace(&mut rng)));
+                lane.push(ClientStep::Stop(i, grace(&mut rng)));
             }
             if rng.gen_bool(0.5) {
-                lane.push(Step::Remove(i));
+                lane.push(ClientStep::Remove(i));
             }
             lanes_of.push(lane);
         }
@@ -182,7 +182,7 @@ impl Workload {
         for client in 0..shape.clients {
             let mut rng = stream(u64::MAX - client as u64);
             // Each container's own steps, in order; then a random interleaving of them.
-            let mut lanes: Vec<Vec<Step>> = lanes_of
+            let mut lanes: Vec<Vec<ClientStep>> = lanes_of
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| i % shape.clients == client)
@@ -193,18 +193,18 @@ impl Workload {
                 for _ in 0..(lanes.len() / 4).max(1) {
                     let other = rng.gen_range(0..containers.len());
                     let step = if rng.gen_bool(0.5) {
-                        Step::Stop(other, Duration::ZERO)
+                        ClientStep::Stop(other, Duration::ZERO)
                     } else {
-                        Step::Remove(other)
+                        ClientStep::Remove(other)
                     };
                     lanes.push(vec![step]);
                 }
             }
-            let mut merged: Vec<Step> = pods
+            let mut merged: Vec<ClientStep> = pods
                 .iter()
                 .enumerate()
                 .filter(|(_, p)| p.client == client)
-                .map(|(i, _)| Step::RunPod(i))
+                .map(|(i, _)| ClientStep::RunPod(i))
                 .collect();
             let total: usize = lanes.iter().map(Vec::len).sum();
             let think_ms = (shape.chaos_secs * 1000 / (total as u64 + 1)).max(1) * 2;
@@ -219,9 +219,9 @@ impl Workload {
                     live.swap_remove(k);
                 }
                 if rng.gen_bool(0.08) {
-                    merged.push(Step::List);
+                    merged.push(ClientStep::List);
                 }
-                merged.push(Step::Think(Duration::from_millis(
+                merged.push(ClientStep::Think(Duration::from_millis(
                     rng.gen_range(0..think_ms),
                 )));
             }
@@ -229,8 +229,8 @@ impl Workload {
             // still runs in them.
             for (i, _) in pods.iter().enumerate().filter(|(_, p)| p.client == client) {
                 match rng.gen_range(0..10) {
-                    0 | 1 => merged.push(Step::StopPod(i)),
-                    2 | 3 => merged.push(Step::RemovePod(i)),
+                    0 | 1 => merged.push(ClientStep::StopPod(i)),
+                    2 | 3 => merged.push(ClientStep::RemovePod(i)),
                     _ => {}
                 }
             }
@@ -248,7 +248,7 @@ impl Workload {
         self.scripts
             .iter()
             .flatten()
-            .filter(|s| !matches!(s, Step::Think(_)))
+            .filter(|s| !matches!(s, ClientStep::Think(_)))
             .count()
     }
 }
@@ -269,11 +269,11 @@ mod tests {
         for (i, c) in a.containers.iter().enumerate() {
             let owner = i % 3;
             assert_eq!(a.pods[c.pod].client, owner);
-            assert!(a.scripts[owner].contains(&Step::Create(i)));
+            assert!(a.scripts[owner].contains(&ClientStep::Create(i)));
         }
         // Each client runs its pods first.
         for (k, script) in a.scripts.iter().enumerate() {
-            assert!(matches!(script[0], Step::RunPod(p) if a.pods[p].client == k));
+            assert!(matches!(script[0], ClientStep::RunPod(p) if a.pods[p].client == k));
         }
         assert!(a.requests() > 150, "{}", a.requests());
     }
@@ -283,11 +283,11 @@ mod tests {
         let w = Workload::generate(3, &Shape::default());
         for (i, _) in w.containers.iter().enumerate() {
             let script = &w.scripts[i % 3];
-            let pos = |want: &dyn Fn(&Step) -> bool| script.iter().position(want);
-            let create = pos(&|s| *s == Step::Create(i)).unwrap();
-            if let Some(start) =
-                pos(&|s| matches!(s, Step::Start(j) | Step::StartStopRace(j, _) if *j == i))
-            {
+            let pos = |want: &dyn Fn(&ClientStep) -> bool| script.iter().position(want);
+            let create = pos(&|s| *s == ClientStep::Create(i)).unwrap();
+            if let Some(start) = pos(
+                &|s| matches!(s, ClientStep::Start(j) | ClientStep::StartStopRace(j, _) if *j == i),
+            ) {
                 assert!(create < start);
             }
         }

@@ -6,12 +6,12 @@ mod common;
 use berth_backend::{Backend, BackendErrorKind, TaskState};
 use berth_containerd::{LABEL_MANAGED, spec::clamp_oom_score_adj};
 use berth_core::Resources;
-use common::{POD, World, now_ns, target};
+use common::{BackendFixture, POD, now_ns, target};
 use containerd_client::services::v1::snapshots::StatSnapshotRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_42_is_waited_with_its_time() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let meta = w.meta("exit42", &["sh", "-c", "exit 42"]);
     let t = target("exit42");
     let before = now_ns();
@@ -54,7 +54,7 @@ async fn exit_42_is_waited_with_its_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_with_term_runs_the_trap_and_kill_gives_137() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let logs = berth_testkit::scratch_dir("trap").unwrap();
     // The trap is installed before the marker line: once "ready" is in the log, TERM runs it.
     let mut trap = w.meta(
@@ -88,7 +88,7 @@ async fn kill_with_term_runs_the_trap_and_kill_gives_137() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_with_kill_stops_a_running_task_and_removes_record_and_snapshot() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let meta = w.meta("victim", &["sleep", "1000"]);
     let t = target("victim");
     let pid = w.run(&meta).await;
@@ -131,7 +131,7 @@ async fn delete_with_kill_stops_a_running_task_and_removes_record_and_snapshot()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_file_receives_stdout_and_stderr() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let logs = berth_testkit::scratch_dir("logs").unwrap();
     let path = logs.path().join("pods/p1/c/0.log");
     let mut meta = w.meta(
@@ -153,7 +153,7 @@ async fn log_file_receives_stdout_and_stderr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_score_adj_below_ours_is_clamped_and_the_task_starts() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let mut meta = w.meta("oom", &["sleep", "1000"]);
     meta.config.resources = Some(Resources {
         oom_score_adj: -998,
@@ -185,7 +185,7 @@ async fn oom_score_adj_below_ours_is_clamped_and_the_task_starts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_joins_its_pods_namespaces_and_gets_image_and_cri_config() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let pause = match w
         .backend
         .task_status(&berth_backend::Target::Sandbox(POD.parse().unwrap()))

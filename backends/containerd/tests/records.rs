@@ -10,12 +10,12 @@ use berth_containerd::{
     CONTAINER_EXTENSION, CONTAINER_META_TYPE_URL, KIND_CONTAINER, LABEL_KIND, LABEL_MANAGED,
 };
 use berth_core::{ContainerMeta, Resources, SandboxId};
-use common::{POD, World, target};
+use common::{BackendFixture, POD, target};
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::{Container, CreateContainerRequest, DeleteContainerRequest};
 
 /// Writes a record straight through the client (not through the backend).
-async fn raw_record(w: &World, id: &str, labels: &[(&str, &str)], ext: Option<&[u8]>) {
+async fn raw_record(w: &BackendFixture, id: &str, labels: &[(&str, &str)], ext: Option<&[u8]>) {
     let c = w.backend.client();
     let container = Container {
         id: id.into(),
@@ -54,7 +54,7 @@ async fn raw_record(w: &World, id: &str, labels: &[(&str, &str)], ext: Option<&[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_by_label_with_metadata_round_trip() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let before = common::now_ns();
     let mut a = w.meta("ctr-a", &["sleep", "1000"]);
     a.config.labels.insert("app".into(), "web".into());
@@ -100,7 +100,7 @@ async fn list_by_label_with_metadata_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_already_exists_and_failed_precondition() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let missing = target("nosuch");
     // NotFound.
     assert_eq!(
@@ -205,7 +205,7 @@ async fn not_found_already_exists_and_failed_precondition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_left_by_a_crashed_create_does_not_block_the_id() {
     use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     // A crash between Snapshots.Prepare and Containers.Create leaves a snapshot named after
     // the container and no record.
     let image = w.ctd.image_ref().to_owned();

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use berth_backend::{Backend, BackendErrorKind, Target, TaskState};
 use berth_core::SandboxId;
-use common::{POD, World, now_ns, target};
+use common::{BackendFixture, POD, now_ns, target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_sigkilled_while_a_task_runs() {
-    let mut w = World::start().await;
+    let mut w = BackendFixture::start().await;
     let t = target("survivor");
     let pid = w.run(&w.meta("survivor", &["sleep", "1000"])).await;
     let waiter = {
@@ -54,7 +54,7 @@ async fn containerd_sigkilled_while_a_task_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_exits_while_containerd_is_down_is_stopped_with_its_real_code() {
-    let mut w = World::start().await;
+    let mut w = BackendFixture::start().await;
     let logs = berth_testkit::scratch_dir("outage").unwrap();
     let mut meta = w.meta(
         "leaver",
@@ -107,7 +107,7 @@ async fn a_task_that_exits_while_containerd_is_down_is_stopped_with_its_real_cod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_shim_leaves_the_record_and_no_task() {
-    let w = World::start().await;
+    let w = BackendFixture::start().await;
     let t = target("orphan");
     w.run(&w.meta("orphan", &["sleep", "1000"])).await;
     let waiter = {
@@ -157,7 +157,7 @@ async fn a_killed_shim_leaves_the_record_and_no_task() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_task_survives_a_restart_as_created_and_still_starts() {
-    let mut w = World::start().await;
+    let mut w = BackendFixture::start().await;
     let t = target("dormant");
     w.backend
         .create_container(&w.meta("dormant", &["sh", "-c", "exit 4"]))

@@ -284,7 +284,7 @@ fn threads_named(name: &str) -> usize {
 /// A private containerd, a checkpoint directory, a log directory, and an observer (a
 /// backend connection of the test's own, on the test's runtime) that reports what
 /// containerd really holds.
-pub struct World {
+pub struct ServiceFixture {
     /// The private containerd.
     pub ctd: PrivateContainerd,
     /// The test's own connection to it.
@@ -293,9 +293,9 @@ pub struct World {
     logs: tempfile::TempDir,
 }
 
-impl World {
+impl ServiceFixture {
     /// Starts containerd; panics with the harness's words if the machine cannot.
-    pub async fn start() -> World {
+    pub async fn start() -> ServiceFixture {
         berth_testkit::require_root_and_tools().expect("root and tools");
         let ctd = PrivateContainerd::start()
             .await
@@ -306,7 +306,7 @@ impl World {
         let observer = ContainerdBackend::connect(backend_config(&ctd))
             .await
             .expect("observer connection");
-        World {
+        ServiceFixture {
             ctd,
             observer,
             root,

@@ -14,14 +14,16 @@ use berth_testkit::PrivateContainerd;
 pub const POD: &str = "pod1";
 
 /// A private containerd, a backend on it and a started sandbox [`POD`].
-pub struct World {
+pub struct BackendFixture {
+    /// The private containerd.
     pub ctd: PrivateContainerd,
+    /// The backend under test, connected to it.
     pub backend: ContainerdBackend,
 }
 
-impl World {
+impl BackendFixture {
     /// Starts everything; panics with the harness's words if the machine cannot.
-    pub async fn start() -> World {
+    pub async fn start() -> BackendFixture {
         berth_testkit::require_root_and_tools().expect("root and tools");
         let ctd = PrivateContainerd::start()
             .await
@@ -31,24 +33,24 @@ impl World {
         config.sandbox_image = ctd.image_ref().to_owned();
         config.sandbox_command = vec!["sleep".into(), "infinity".into()];
         let backend = ContainerdBackend::connect(config).await.expect("connect");
-        let world = World { ctd, backend };
+        let fixture = BackendFixture { ctd, backend };
         let pod = Target::Sandbox(SandboxId::new(POD).unwrap());
-        world
+        fixture
             .backend
-            .create_sandbox(&world.sandbox_meta(POD))
+            .create_sandbox(&fixture.sandbox_meta(POD))
             .await
             .expect("create sandbox");
-        world
+        fixture
             .backend
             .create_task(&pod)
             .await
             .expect("create pause task");
-        world
+        fixture
             .backend
             .start_task(&pod)
             .await
             .expect("start pause task");
-        world
+        fixture
     }
 
     /// The metadata of a sandbox with id `id`.
