@@ -190,9 +190,7 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
             match effect {
                 Effect::Call { op, call } => self.spawn_call(op, call, done_tx),
                 Effect::Persist { op, id, action } => {
-                    // One write of a record at a time: a later one waits for the one in
-                    // flight (two at once could land in either order).
-                    if self.persisting.contains(&id) && self.queues_persists() {
+                    if self.persisting.contains(&id) {
                         self.persist_queue
                             .entry(id)
                             .or_default()
@@ -211,15 +209,6 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 }
             }
         }
-    }
-
-    /// False only with the planted bug that drops the per-container queue.
-    fn queues_persists(&self) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        if self.config.planted_unqueued_persists {
-            return false;
-        }
-        true
     }
 
     fn spawn_call(&self, op: OpId, call: Call, done_tx: &mpsc::UnboundedSender<Completion>) {

@@ -46,11 +46,6 @@ pub struct ServiceConfig {
     pub recovery_parallelism: usize,
     /// Seed of the id generator (production: random; simulation: from the run's seed).
     pub id_seed: u64,
-    /// A deliberate bug (feature `planted-bugs`; never in a production build): the driver
-    /// starts every checkpoint write or delete at once instead of queueing it behind the one
-    /// of the same container in flight, so two of one record can overlap.
-    #[cfg(feature = "planted-bugs")]
-    pub planted_unqueued_persists: bool,
 }
 
 impl Default for ServiceConfig {
@@ -61,8 +56,6 @@ impl Default for ServiceConfig {
             recovery_timeout: Duration::from_secs(10),
             recovery_parallelism: 32,
             id_seed: 0,
-            #[cfg(feature = "planted-bugs")]
-            planted_unqueued_persists: false,
         }
     }
 }

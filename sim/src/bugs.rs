@@ -1,8 +1,7 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
 //! a time (`SIM_BUG=<name>`). Seven live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
-//! reproduce known durability, liveness and ordering bugs (the driver's, behind
-//! berth-service's `planted-bugs` feature).
+//! reproduce known durability and liveness bugs.
 
 use std::fmt;
 
@@ -24,11 +23,6 @@ pub enum Bug {
     /// against a containerd whose `Tasks.Get` has no deadline of its own: one hung shim
     /// holds the whole recovery (containerd before `loadContainerTimeout`).
     RecoveryNoDeadline,
-    /// The driver starts each checkpoint write at once instead of queueing it behind the one
-    /// of the same container in flight (berth-service's
-    /// `ServiceConfig::planted_unqueued_persists`): two writes of one record overlap and can
-    /// land in either order.
-    UnqueuedPersists,
 }
 
 /// The core's planted bugs, named as `berth_core::PlantedBug`'s variants.
@@ -80,7 +74,7 @@ impl CoreBug {
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 10] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -91,7 +85,6 @@ impl Bug {
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
-        Bug::UnqueuedPersists,
     ];
 
     /// The name `SIM_BUG` takes.
@@ -109,14 +102,12 @@ impl Bug {
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",
-            Bug::UnqueuedPersists => "unqueued_persists",
         }
     }
 
-    /// True for the bugs compiled in only with the `planted-bugs` feature: the core's and
-    /// the driver's.
+    /// True for the core's bugs, which need the `planted-bugs` feature.
     pub fn needs_feature(self) -> bool {
-        matches!(self, Bug::Core(_) | Bug::UnqueuedPersists)
+        matches!(self, Bug::Core(_))
     }
 
     /// True if this build can switch the bug on.
@@ -136,8 +127,7 @@ impl Bug {
         if !bug.available() {
             return Err(ShapeError::Bug {
                 name: name.to_owned(),
-                why: "a bug of berth-core or berth-service: build with --features planted-bugs"
-                    .to_owned(),
+                why: "a bug of berth-core: build with --features planted-bugs".to_owned(),
             });
         }
         Ok(bug)

@@ -225,8 +225,6 @@ impl SimWorld {
             }
             #[cfg(feature = "planted-bugs")]
             Some(Bug::Core(core)) => config.core.planted_bug = Some(core.to_core()),
-            #[cfg(feature = "planted-bugs")]
-            Some(Bug::UnqueuedPersists) => config.planted_unqueued_persists = true,
             _ => {}
         }
         config
