@@ -38,18 +38,22 @@ pub enum PlantedBug {
     /// A checkpoint write that fails during recovery skips the container
     /// (containerd#7247).
     RecoveryWriteFailureSkips,
+    /// StopContainer sends SIGKILL at once whatever its grace period: a process that would
+    /// have handled its stop signal ends with 137 instead of its own exit code.
+    StopKillsAtOnce,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
         PlantedBug::StopDuringStartIgnored,
         PlantedBug::WatchArmedBeforeRecorded,
         PlantedBug::RecoveryWriteFailureSkips,
+        PlantedBug::StopKillsAtOnce,
     ];
 }
 

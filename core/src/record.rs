@@ -65,6 +65,9 @@ pub struct Container {
     pub(crate) guard: Option<Guard>,
     pub(crate) dirty: Lane,
     pub(crate) stop_signaled: bool,
+    /// The stop signal's `Tasks.Kill` is in flight: once it returns, SIGKILL follows after
+    /// this (the shortest grace period asked for meanwhile).
+    pub(crate) escalate_after: Option<Duration>,
     pub(crate) stop_after_start: Option<Duration>,
     /// A SIGKILL is in flight.
     pub(crate) killing: bool,
@@ -89,6 +92,7 @@ impl Container {
             guard: None,
             dirty: Lane::Idle,
             stop_signaled: false,
+            escalate_after: None,
             stop_after_start: None,
             killing: false,
             watch: Lane::Idle,

@@ -117,6 +117,15 @@ impl Machine {
             return;
         }
         let target = c.target();
+        #[cfg(feature = "planted-bugs")]
+        let timeout = if self
+            .config
+            .has_bug(crate::config::PlantedBug::StopKillsAtOnce)
+        {
+            Duration::ZERO
+        } else {
+            timeout
+        };
         if timeout.is_zero() || c.state() == ContainerState::Unknown {
             if !c.killing {
                 c.killing = true;
@@ -133,8 +142,11 @@ impl Machine {
             }
             return;
         }
+        // The grace period runs from the moment the stop signal was delivered (containerd
+        // waits after its Kill returns): a Kill held up on the way must not eat into it.
         if !c.stop_signaled {
             c.stop_signaled = true;
+            c.escalate_after = Some(timeout);
             let signal = c.meta.stop_signal;
             self.call(
                 StopStep::Kill {
@@ -143,6 +155,11 @@ impl Machine {
                 },
                 Call::KillTask { target, signal },
             );
+            return;
+        }
+        if let Some(after) = c.escalate_after.as_mut() {
+            *after = (*after).min(timeout);
+            return;
         }
         self.arm(timeout, Timer::Escalate { id: id.clone() });
     }
@@ -155,22 +172,38 @@ impl Machine {
         let Some(c) = self.containers.get_mut(&id) else {
             return;
         };
-        if signal == SIGKILL {
+        let escalate_after = if signal == SIGKILL {
             c.killing = false;
-        }
+            None
+        } else {
+            c.escalate_after.take()
+        };
         let target = Target::Container(id.clone());
         match result {
             // The exit arrives through the watch; make sure there is one (an UNKNOWN
             // container recovered through an error path may have none).
-            Ok(_) => self.arm_watch(&target),
+            Ok(_) => {
+                self.arm_watch(&target);
+                if let Some(after) = escalate_after {
+                    self.arm(after, Timer::Escalate { id });
+                }
+            }
             // containerd says NotFound both for "no task" and for "process already
             // finished": only an observation tells which, and keeps a real exit code.
             Err(e) if e.is_not_found() => {
                 if c.watch.is_idle() {
                     self.resync(target, 0);
                 }
+                if let Some(after) = escalate_after {
+                    self.arm(after, Timer::Escalate { id });
+                }
             }
             Err(error) => {
+                // The stop signal may not have been delivered: a retried stop sends it again
+                // rather than SIGKILL after the grace period the process never had.
+                if signal != SIGKILL {
+                    c.stop_signaled = false;
+                }
                 let error = CommandError::Backend {
                     op: Operation::StopContainer,
                     target: Target::Container(id.clone()),

@@ -115,6 +115,8 @@ struct Model {
     ran: BTreeSet<ContainerId>,
     /// Log reopens acknowledged, per container.
     reopens: BTreeMap<ContainerId, usize>,
+    /// A promise broken while a command was being sent (reported by the next check).
+    broken: Option<String>,
 }
 
 fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
@@ -164,20 +166,35 @@ fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
             Some(cid(*c)),
             Command::StartContainer(cid(*c)),
         ),
-        Op::Stop(c, grace) => send(
-            w,
-            m,
-            "stop",
-            Some(cid(*c)),
-            Command::StopContainer {
-                id: cid(*c),
-                timeout: if *grace {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::ZERO
+        Op::Stop(c, grace) => {
+            // A graceful stop of a RUNNING container sends the stop signal, never SIGKILL
+            // at once (that comes from the timer, 5 s after the signal was delivered).
+            let running = w
+                .machine
+                .container(&cid(*c))
+                .is_some_and(|x| x.state() == ContainerState::Running);
+            let before = sigkills(w, *c);
+            send(
+                w,
+                m,
+                "stop",
+                Some(cid(*c)),
+                Command::StopContainer {
+                    id: cid(*c),
+                    timeout: if *grace {
+                        Duration::from_secs(5)
+                    } else {
+                        Duration::ZERO
+                    },
                 },
-            },
-        ),
+            );
+            if *grace && running && sigkills(w, *c) > before {
+                m.broken.get_or_insert(format!(
+                    "a graceful stop of RUNNING {} sent SIGKILL at once",
+                    cid(*c)
+                ));
+            }
+        }
         Op::Remove(c) => send(
             w,
             m,
@@ -238,8 +255,23 @@ fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
     }
 }
 
+/// SIGKILLs of container `c` waiting to be sent to containerd.
+fn sigkills(w: &FakeNode, c: u8) -> usize {
+    let target = Target::Container(cid(c));
+    w.pending
+        .iter()
+        .filter(|e| {
+            matches!(e, Effect::Call { call: Call::KillTask { target: t, signal }, .. }
+                if *t == target && *signal == SIGKILL)
+        })
+        .count()
+}
+
 /// Checks run after every step.
 fn check_step(w: &FakeNode, m: &mut Model) -> Result<(), String> {
+    if let Some(broken) = m.broken.take() {
+        return Err(broken);
+    }
     w.machine.check_invariants().map_err(|e| e.to_string())?;
     let new: Vec<RequestId> = w
         .replies

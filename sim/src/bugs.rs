@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Six live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Seven live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
@@ -40,17 +40,20 @@ pub enum CoreBug {
     WatchArmedBeforeRecorded,
     /// `RecoveryWriteFailureSkips`.
     RecoveryWriteFailureSkips,
+    /// `StopKillsAtOnce`.
+    StopKillsAtOnce,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 6] = [
+    pub const ALL: [CoreBug; 7] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
         CoreBug::StopDuringStartIgnored,
         CoreBug::WatchArmedBeforeRecorded,
         CoreBug::RecoveryWriteFailureSkips,
+        CoreBug::StopKillsAtOnce,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -64,19 +67,21 @@ impl CoreBug {
             CoreBug::StopDuringStartIgnored => P::StopDuringStartIgnored,
             CoreBug::WatchArmedBeforeRecorded => P::WatchArmedBeforeRecorded,
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
+            CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
         Bug::Core(CoreBug::StopDuringStartIgnored),
         Bug::Core(CoreBug::WatchArmedBeforeRecorded),
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
+        Bug::Core(CoreBug::StopKillsAtOnce),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -93,6 +98,7 @@ impl Bug {
             Bug::Core(CoreBug::StopDuringStartIgnored) => "stop_during_start_ignored",
             Bug::Core(CoreBug::WatchArmedBeforeRecorded) => "watch_armed_before_recorded",
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
+            Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

@@ -14,6 +14,7 @@ use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::checks::graceful;
 use crate::workload::{ClientStep, container_config, sandbox_config};
 use crate::world::{Incarnation, SimWorld, lock};
 
@@ -99,6 +100,21 @@ impl Client {
                 Ok(v) => format!("ok {v:?}"),
                 Err(e) => format!("error: {e}"),
             });
+        r
+    }
+
+    /// Sends a request that may kill `object`'s processes, its window noted for the
+    /// graceful-stop check.
+    async fn killing<T: std::fmt::Debug>(
+        &self,
+        request: graceful::Request,
+        what: &str,
+        object: &str,
+        r: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ServiceError> {
+        let token = lock(&self.w.kills).sent(object, request, self.w.sim.now_wall());
+        let r = self.call(what, object, r).await;
+        lock(&self.w.kills).answered(token, self.w.sim.now_wall(), r.is_ok());
         r
     }
 
@@ -402,7 +418,8 @@ impl Client {
             let inc = self.w.incarnation().await;
             let seq = lock(&self.w.model).sent_stop(id);
             let r = self
-                .call(
+                .killing(
+                    graceful::Request::Stop(grace),
                     "stop",
                     id.as_str(),
                     inc.svc.stop_container(id.as_str(), grace),
@@ -424,7 +441,12 @@ impl Client {
             let inc = self.w.incarnation().await;
             lock(&self.w.model).sent_remove(id);
             let r = self
-                .call("remove", id.as_str(), inc.svc.remove_container(id.as_str()))
+                .killing(
+                    graceful::Request::Remove,
+                    "remove",
+                    id.as_str(),
+                    inc.svc.remove_container(id.as_str()),
+                )
                 .await;
             if r.is_ok() {
                 let t = self.w.sim.truth_of(id.as_str());
@@ -441,7 +463,8 @@ impl Client {
         for attempt in 0.. {
             let inc = self.w.incarnation().await;
             let r = self
-                .call(
+                .killing(
+                    graceful::Request::StopPod,
                     "stop_pod",
                     pod.as_str(),
                     inc.svc.stop_pod_sandbox(pod.as_str()),
@@ -460,7 +483,8 @@ impl Client {
             let inc = self.w.incarnation().await;
             lock(&self.w.model).sent_remove_pod(pod);
             let r = self
-                .call(
+                .killing(
+                    graceful::Request::RemovePod,
                     "remove_pod",
                     pod.as_str(),
                     inc.svc.remove_pod_sandbox(pod.as_str()),

@@ -1,5 +1,6 @@
 //! A seed expands into a workload: pods, containers whose processes exit with chosen codes
-//! at chosen times (or run until killed, or ignore SIGTERM), and one script of CRI requests
+//! at chosen times (or run until killed, ignore SIGTERM, or shut down on it with a code of
+//! their own after a while), and one script of CRI requests
 //! per client. The scripts are fixed before the run starts, so the same seed and shape give
 //! the same requests whatever happens; what each request finds depends on the run.
 
@@ -25,6 +26,14 @@ fn limit(rng: &mut SmallRng) -> u16 {
 
 /// Exit codes the processes choose from (0 is more likely).
 const CODES: &[i32] = &[0, 0, 0, 1, 2, 42, 137, 143, 255];
+
+/// Stream constant of the graceful-shutdown draws (added later: a stream of its own keeps
+/// the rest of older seeds' workloads as they were).
+const TERM_STREAM: u64 = 0x7E53_0000_5EED_0006;
+
+/// Exit codes of a process shutting down on SIGTERM: neither 137 nor 143, so that a kill
+/// or an unhandled signal cannot pass for them.
+const TERM_CODES: &[i32] = &[3, 64];
 
 /// One pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +157,14 @@ impl Workload {
             };
             if rng.gen_bool(0.3) {
                 plan = plan.ignoring_term();
+            } else {
+                // Some shut down on SIGTERM, mostly within the longer grace period.
+                let mut term = stream((i as u64 + 1) ^ TERM_STREAM);
+                if term.gen_bool(0.4) {
+                    let after = Duration::from_millis(term.gen_range(0..1500));
+                    plan =
+                        plan.handling_term(after, TERM_CODES[term.gen_range(0..TERM_CODES.len())]);
+                }
             }
             containers.push(ContainerSpec {
                 name: format!("ctr{i}"),

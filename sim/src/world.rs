@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bugs::Bug;
-use crate::checks::{invariants, replies::Replies};
+use crate::checks::{graceful, invariants, replies::Replies, write_order};
 use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
@@ -82,6 +82,8 @@ pub(crate) struct SimWorld {
     checked_at: AtomicU64,
     /// The supervisor's aimed crash point.
     trigger: Arc<Trigger>,
+    /// The requests that may kill a container's process, for the graceful-stop check.
+    pub kills: Mutex<graceful::Requests>,
     /// The berth node and the client tasks: stopped at the end of the run, because a task
     /// left pending holds the world (through the simulated containerd's wakers) in a cycle
     /// that would leak every seed's memory.
@@ -144,6 +146,7 @@ impl SimWorld {
             requests: AtomicU64::new(0),
             checked_at: AtomicU64::new(u64::MAX),
             trigger: Arc::new(Trigger::default()),
+            kills: Mutex::new(graceful::Requests::default()),
             ends: Mutex::new((None, Vec::new())),
             shape,
         }
@@ -262,7 +265,8 @@ impl SimWorld {
     }
 
     /// The checks after every step: the core's invariants, if berth serves and anything
-    /// happened since they were last checked.
+    /// happened since they were last checked, and one checkpoint write of a record at a
+    /// time.
     pub async fn step_checks(&self) {
         let events = lock(&self.trace).len();
         if self.checked_at.swap(events, Ordering::SeqCst) == events {
@@ -270,6 +274,9 @@ impl SimWorld {
         }
         if let Some(inc) = self.ready() {
             self.check(invariants::core(inc.svc.check_invariants().await));
+        }
+        if !self.has_failed() {
+            self.check(write_order::one_write_at_a_time(&self.disk.overlaps()));
         }
     }
 
@@ -438,6 +445,7 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
             })
         }),
     };
+    lock(&w.kills).berth_started(w.sim.now_wall());
     let backend = Arc::new(ProbedBackend::new(w.sim.clone(), probe.clone()));
     let store = Arc::new(ProbedStore::new(w.disk.clone(), probe));
     let svc = Service::start(backend, store, w.service_config(number));

@@ -22,6 +22,11 @@
 //! file and write it, fsync it, rename it over `status`, fsync the directory (and
 //! `containers/` when the directory is new), then remove stale temp files. A failure
 //! removes the temp file (and a directory this write created).
+//!
+//! The store promises berth's callers nothing about two operations on one container's
+//! record at once (the core issues one at a time and the driver queues them per container),
+//! so the disk notes every write or delete of a record that begins while another one of the
+//! same record is still in flight ([`SimDisk::overlaps`]): a checker fails the run on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +82,31 @@ struct Inode {
     dirty: bool,
 }
 
+/// Two operations on one container's record in flight at once ([`SimDisk::overlaps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlap {
+    /// The container.
+    pub id: String,
+    /// The operation in flight (`write`, `delete` or `remove_orphan`).
+    pub first: &'static str,
+    /// When it began (unix ns).
+    pub first_at: i64,
+    /// The operation that began meanwhile.
+    pub second: &'static str,
+    /// When that began (unix ns).
+    pub second_at: i64,
+}
+
+impl std::fmt::Display for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "checkpoint {} of container {} began at {} while its {} begun at {} was in flight",
+            self.second, self.id, self.second_at, self.first, self.first_at
+        )
+    }
+}
+
 /// What a crash did to the disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashReport {
@@ -104,6 +134,12 @@ struct DiskState {
     dirs: BTreeMap<DirId, Dir>,
     inodes: BTreeMap<Ino, Inode>,
     in_flight: BTreeSet<(DirId, String)>,
+    /// The write or delete of each container's record in flight: its token, what it is
+    /// and when it began (unix ns).
+    busy: BTreeMap<String, (u64, &'static str, i64)>,
+    next_busy: u64,
+    /// Every operation that began while another one of the same record was in flight.
+    overlaps: Vec<Overlap>,
     /// What the store (berth's process, not the disk) knows: container directories whose
     /// entry in `containers/` it made durable. Gone with the process at a crash.
     durable_dirs: BTreeSet<String>,
@@ -438,6 +474,26 @@ fn apply_dir_op(entries: &mut BTreeMap<String, Ino>, op: DirOp) {
     }
 }
 
+/// Marks one operation on a container's record in flight until it ends, however it ends
+/// (a crash clears every mark; the token keeps a late drop from clearing a newer one).
+struct Busy<'a> {
+    disk: &'a SimDisk,
+    id: String,
+    token: u64,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut s = self.disk.state();
+        if s.busy
+            .get(&self.id)
+            .is_some_and(|(t, _, _)| *t == self.token)
+        {
+            s.busy.remove(&self.id);
+        }
+    }
+}
+
 /// Unregisters a temp file from the in-flight set when its write ends, however it ends.
 struct InFlight<'a> {
     disk: &'a SimDisk,
@@ -478,6 +534,9 @@ impl SimDisk {
                 dirs: BTreeMap::new(),
                 inodes: BTreeMap::new(),
                 in_flight: BTreeSet::new(),
+                busy: BTreeMap::new(),
+                next_busy: 1,
+                overlaps: Vec::new(),
                 durable_dirs: BTreeSet::new(),
                 next_dir: 1,
                 next_ino: 1,
@@ -523,6 +582,8 @@ impl SimDisk {
     pub fn crash(&self, power_loss: bool) -> CrashReport {
         let mut s = self.state();
         s.durable_dirs.clear();
+        // The process is gone, and its operations with it.
+        s.busy.clear();
         if power_loss {
             s.record(FaultKind::PowerLoss, "crash", CONTAINERS_DIR.to_owned());
             s.power_loss()
@@ -589,8 +650,38 @@ impl SimDisk {
         self.state().log.clone()
     }
 
+    /// Every operation on a container's record that began while another one of the same
+    /// record was still in flight, in order.
+    pub fn overlaps(&self) -> Vec<Overlap> {
+        self.state().overlaps.clone()
+    }
+
+    /// Marks `what` of `id`'s record in flight, noting an overlap if one already is.
+    fn begin(&self, what: &'static str, id: &str) -> Busy<'_> {
+        let mut s = self.state();
+        let at = s.clock.now_wall();
+        if let Some((_, first, first_at)) = s.busy.get(id).copied() {
+            s.overlaps.push(Overlap {
+                id: id.to_owned(),
+                first,
+                first_at,
+                second: what,
+                second_at: at,
+            });
+        }
+        let token = s.next_busy;
+        s.next_busy += 1;
+        s.busy.insert(id.to_owned(), (token, what, at));
+        Busy {
+            disk: self,
+            id: id.to_owned(),
+            token,
+        }
+    }
+
     async fn write_bytes(&self, id: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         const W: &str = "write";
+        let _busy = self.begin(W, id);
         let (dir, created, fsync_root, temp, ino, cfg) = {
             let mut s = self.state();
             let (dir, created) = s.ensure_dir(id);
@@ -671,6 +762,7 @@ impl SimDisk {
 
     /// Removes a container's directory and everything in it, then fsyncs `containers/`.
     async fn remove_dir(&self, what: &'static str, id: &str) -> Result<(), StoreError> {
+        let _busy = self.begin(what, id);
         let cfg = {
             let mut s = self.state();
             s.durable_dirs.remove(id);

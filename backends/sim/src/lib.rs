@@ -73,12 +73,12 @@ pub mod truth;
 pub use backend::{Chaos, SimBackend};
 pub use clock::{DEFAULT_WALL_BASE, SimClock};
 pub use config::{DiskConfig, Latencies, SimConfig};
-pub use disk::{CrashReport, SimDisk};
+pub use disk::{CrashReport, Overlap, SimDisk};
 pub use error::HookError;
 pub use faults::{
     CallFaults, ChaosRates, DiskFaults, FaultCounts, FaultEvent, FaultKind, FaultPlan,
 };
 pub use truth::{
     ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, TaskTruth, Truth,
+    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
 };

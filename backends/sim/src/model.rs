@@ -17,7 +17,7 @@ use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::truth::{
     ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, TaskTruth, Truth,
+    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
 };
 
 /// containerd's namespace, as it appears in its error messages.
@@ -52,6 +52,9 @@ struct Task {
     plan: ProcessPlan,
     started_at: i64,
     resources: Option<Resources>,
+    /// The exit it chose on its stop signal ([`ProcessPlan::handles_term`]): when, the
+    /// code, the signal.
+    handled: Option<(Instant, i32, i32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +103,7 @@ pub(crate) struct Model {
     shims: BTreeMap<SandboxId, Shim>,
     plans: BTreeMap<String, ProcessPlan>,
     exits: Vec<RealExit>,
+    signals: Vec<SignalTruth>,
     exit_of_task: BTreeMap<u64, usize>,
     shim_deaths: Vec<ShimDeath>,
     restarts: Vec<Restart>,
@@ -170,6 +174,7 @@ impl Model {
             shims: BTreeMap::new(),
             plans: BTreeMap::new(),
             exits: Vec::new(),
+            signals: Vec::new(),
             exit_of_task: BTreeMap::new(),
             shim_deaths: Vec::new(),
             restarts: Vec::new(),
@@ -202,8 +207,15 @@ impl Model {
             .collect();
         due.sort();
         for (at, id) in due {
-            let code = self.tasks.get(&id).map_or(0, |t| t.plan.code);
-            self.finish(&id, code, at, ExitCause::Planned, false);
+            let (code, cause) = match self.tasks.get(&id) {
+                Some(Task {
+                    handled: Some((when, code, signal)),
+                    ..
+                }) if *when == at => (*code, ExitCause::Handled(*signal)),
+                Some(t) => (t.plan.code, ExitCause::Planned),
+                None => (0, ExitCause::Planned),
+            };
+            self.finish(&id, code, at, cause, false);
         }
         self.next_exit = self
             .tasks
@@ -453,6 +465,7 @@ impl Model {
                 plan: ProcessPlan::forever(),
                 started_at: 0,
                 resources,
+                handled: None,
             },
         );
         Ok(pid)
@@ -533,6 +546,18 @@ impl Model {
             ));
         }
         let task = self.tasks.get(id).ok_or_else(|| no_task(VERB, id))?;
+        if !matches!(task.proc, Proc::Stopped(_)) && signal != 0 {
+            self.signals.push(SignalTruth {
+                target: task.target.clone(),
+                pod: task.pod.clone(),
+                task: task.seq,
+                pid: task.pid,
+                started_at: task.started_at,
+                signal,
+                at: self.clock.wall_of(now),
+                by_delete: false,
+            });
+        }
         let code = match task.proc {
             Proc::Stopped(_) => {
                 return Err(err(
@@ -545,8 +570,19 @@ impl Model {
             _ if signal == 0 => None,
             _ if signal == SIGKILL => Some(KILLED),
             Proc::Created => Some(CREATED_SIGNALLED),
-            Proc::Running { .. } => {
+            Proc::Running { exit_at } => {
                 if HARMLESS_SIGNALS.contains(&signal) || task.plan.ignores_term {
+                    None
+                } else if let Some((after, code)) = task.plan.handles_term {
+                    // It shuts down on its own, once, unless it was to exit earlier anyway.
+                    let at = now + after;
+                    if task.handled.is_none() && exit_at.is_none_or(|e| at < e) {
+                        if let Some(t) = self.tasks.get_mut(id) {
+                            t.handled = Some((at, code, signal));
+                            t.proc = Proc::Running { exit_at: Some(at) };
+                        }
+                        self.next_exit = Some(self.next_exit.map_or(at, |n| n.min(at)));
+                    }
                     None
                 } else {
                     Some(128 + signal)
@@ -581,6 +617,16 @@ impl Model {
                 ));
             }
             Proc::Running { .. } | Proc::Created if kill => {
+                self.signals.push(SignalTruth {
+                    target: task.target.clone(),
+                    pod: task.pod.clone(),
+                    task: task.seq,
+                    pid: task.pid,
+                    started_at: task.started_at,
+                    signal: SIGKILL,
+                    at: self.clock.wall_of(now),
+                    by_delete: true,
+                });
                 self.finish(id, KILLED, now, ExitCause::DeleteKill, false);
             }
             _ => {}
@@ -882,6 +928,12 @@ impl Model {
                 .filter(|e| e.target.as_str() == id)
                 .cloned()
                 .collect(),
+            signals: self
+                .signals
+                .iter()
+                .filter(|s| s.target.as_str() == id)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -947,6 +999,7 @@ impl Model {
             shims,
             exits: self.exits.clone(),
             shim_deaths: self.shim_deaths.clone(),
+            signals: self.signals.clone(),
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct ProcessPlan {
     /// Ignore SIGTERM (and every other catchable signal), like a handler-less PID 1 such as
     /// `sleep`: only SIGKILL ends it.
     pub ignores_term: bool,
+    /// Handle SIGTERM (and every other catchable terminating signal): exit with this code
+    /// this long after the first one arrives (unless it exits earlier anyway). `None`: die
+    /// of the signal at once (128 + signal).
+    pub handles_term: Option<(Duration, i32)>,
 }
 
 impl Default for ProcessPlan {
@@ -34,6 +38,7 @@ impl ProcessPlan {
             exit_after: None,
             code: 0,
             ignores_term: false,
+            handles_term: None,
         }
     }
 
@@ -43,6 +48,7 @@ impl ProcessPlan {
             exit_after: Some(after),
             code,
             ignores_term: false,
+            handles_term: None,
         }
     }
 
@@ -50,9 +56,40 @@ impl ProcessPlan {
     pub fn ignoring_term(self) -> ProcessPlan {
         ProcessPlan {
             ignores_term: true,
+            handles_term: None,
             ..self
         }
     }
+
+    /// The same plan, exiting with `code` `after` the first SIGTERM (a graceful shutdown).
+    pub fn handling_term(self, after: Duration, code: i32) -> ProcessPlan {
+        ProcessPlan {
+            ignores_term: false,
+            handles_term: Some((after, code)),
+            ..self
+        }
+    }
+}
+
+/// A signal that reached a task's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalTruth {
+    /// Whose.
+    pub target: Target,
+    /// Its pod.
+    pub pod: SandboxId,
+    /// Which task ([`TaskTruth::task`]).
+    pub task: u64,
+    /// Its pid.
+    pub pid: u32,
+    /// When the task started (unix ns; 0 if it had not).
+    pub started_at: i64,
+    /// The signal.
+    pub signal: i32,
+    /// When it arrived (unix ns).
+    pub at: i64,
+    /// The SIGKILL of `Tasks.Delete` with kill (else `Tasks.Kill`).
+    pub by_delete: bool,
 }
 
 /// The metadata a record carries.
@@ -122,6 +159,9 @@ pub enum ExitCause {
     Planned,
     /// A signal sent with `Tasks.Kill`.
     Signal(i32),
+    /// The process handled this signal and exited with its own code
+    /// ([`ProcessPlan::handles_term`]).
+    Handled(i32),
     /// The SIGKILL of `Tasks.Delete` with kill.
     DeleteKill,
     /// [`crate::SimBackend::exit_now`].
@@ -220,6 +260,8 @@ pub struct ObjectTruth {
     pub task: Option<TaskTruth>,
     /// Every real exit of a task with this id, oldest first.
     pub exits: Vec<RealExit>,
+    /// Every signal that reached a task with this id, oldest first.
+    pub signals: Vec<SignalTruth>,
 }
 
 /// A snapshot of everything the simulated containerd knows and did.
@@ -241,6 +283,8 @@ pub struct Truth {
     pub exits: Vec<RealExit>,
     /// Every shim death, in order.
     pub shim_deaths: Vec<ShimDeath>,
+    /// Every signal that reached a process, in time order.
+    pub signals: Vec<SignalTruth>,
 }
 
 impl Truth {

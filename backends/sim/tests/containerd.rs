@@ -240,6 +240,72 @@ async fn kill_gives_137_for_sigkill_143_for_sigterm_unless_ignored() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_process_that_handles_sigterm_exits_with_its_own_code_and_signals_are_logged() {
+    let sim = sim();
+    pod(&sim, "p1").await;
+    let plan = ProcessPlan::forever().handling_term(Duration::from_millis(300), 3);
+    run(&sim, "p1", "grace", plan).await;
+    run(&sim, "p1", "late", plan).await;
+    // Its planned exit comes first: the handler does not delay it.
+    let soon =
+        ProcessPlan::exit(Duration::from_millis(100), 7).handling_term(Duration::from_secs(5), 3);
+    run(&sim, "p1", "soon", soon).await;
+    let t0 = sim.now_wall();
+    sim.kill_task(&ct("grace"), 15).await.unwrap();
+    sim.kill_task(&ct("late"), 15).await.unwrap();
+    sim.kill_task(&ct("soon"), 15).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second SIGTERM does not reset the shutdown; SIGKILL during it ends it with 137.
+    sim.kill_task(&ct("grace"), 15).await.unwrap();
+    sim.kill_task(&ct("late"), 9).await.unwrap();
+    let grace = sim.wait_task(&ct("grace")).await.unwrap();
+    assert_eq!(grace.code, 3);
+    assert_eq!((grace.exited_at - t0) / 1_000_000, 300);
+    assert_eq!(sim.wait_task(&ct("late")).await.unwrap().code, 137);
+    assert_eq!(sim.wait_task(&ct("soon")).await.unwrap().code, 7);
+    let causes: Vec<(String, ExitCause)> = sim
+        .exits()
+        .iter()
+        .filter(|e| e.target.as_str() != "p1")
+        .map(|e| (e.target.as_str().to_owned(), e.cause))
+        .collect();
+    assert!(
+        causes.contains(&("grace".to_owned(), ExitCause::Handled(15))),
+        "{causes:?}"
+    );
+    assert!(
+        causes.contains(&("late".to_owned(), ExitCause::Signal(9))),
+        "{causes:?}"
+    );
+    assert!(
+        causes.contains(&("soon".to_owned(), ExitCause::Planned)),
+        "{causes:?}"
+    );
+    // Every signal that reached a process, with its time; none to a finished one.
+    assert!(sim.kill_task(&ct("grace"), 9).await.is_err());
+    let truth = sim.truth();
+    let of = |id: &str| -> Vec<(i32, i64)> {
+        truth
+            .signals
+            .iter()
+            .filter(|s| s.target.as_str() == id)
+            .map(|s| (s.signal, (s.at - t0) / 1_000_000))
+            .collect()
+    };
+    // (in ms: the simulated clock adds a few ns of jitter to every sleep)
+    assert_eq!(of("grace"), [(15, 0), (15, 100)]);
+    assert_eq!(of("late"), [(15, 0), (9, 100)]);
+    assert_eq!(of("soon"), [(15, 0)]);
+    assert_eq!(sim.truth_of("late").signals.len(), 2);
+    // The SIGKILL of Tasks.Delete with kill is logged too.
+    run(&sim, "p1", "doomed", ProcessPlan::forever()).await;
+    sim.delete_task(&ct("doomed"), true).await.unwrap();
+    let doomed = sim.truth_of("doomed").signals;
+    assert_eq!(doomed.len(), 1);
+    assert!(doomed[0].by_delete && doomed[0].signal == 9);
+}
+
+#[tokio::test(start_paused = true)]
 async fn sigterm_to_a_created_task_stops_it_with_status_2() {
     let sim = sim();
     pod(&sim, "p1").await;

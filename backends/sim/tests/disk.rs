@@ -353,3 +353,51 @@ async fn a_directory_a_failed_write_created_is_made_durable_by_the_next_write() 
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_operations_on_one_record_at_once_are_noted() {
+    let disk = SimDisk::new(9);
+    let (c1, c2, c3, c4) = (id("c1"), id("c2"), id("c3"), id("c4"));
+    let s: Vec<Status> = (0..10).map(status).collect();
+    // One after the other, and two records at once: no overlap.
+    disk.write(&c1, &s[1]).await.unwrap();
+    disk.write(&c1, &s[2]).await.unwrap();
+    let (a, b) = tokio::join!(disk.write(&c1, &s[3]), disk.write(&c2, &s[3]));
+    a.unwrap();
+    b.unwrap();
+    disk.delete(&c2).await.unwrap();
+    assert!(disk.overlaps().is_empty(), "{:?}", disk.overlaps());
+    // A write and a delete of one record at once: noted, the second against the first.
+    let _ = tokio::join!(disk.write(&c1, &s[4]), disk.delete(&c1));
+    let overlaps = disk.overlaps();
+    assert_eq!(overlaps.len(), 1, "{overlaps:?}");
+    assert_eq!((overlaps[0].first, overlaps[0].second), ("write", "delete"));
+    assert_eq!(overlaps[0].id, "c1");
+    assert!(
+        overlaps[0]
+            .to_string()
+            .contains("checkpoint delete of container c1")
+    );
+    // Two writes at once, too.
+    let _ = tokio::join!(disk.write(&c3, &s[5]), disk.write(&c3, &s[6]));
+    assert_eq!(disk.overlaps().len(), 2);
+    // A crash ends whatever was in flight: the next write overlaps nothing, and the late
+    // drop of the write the crash cut short leaves the next one's mark in place.
+    let mut cut = Box::pin(disk.write(&c4, &s[7]));
+    tokio::select! {
+        biased;
+        _ = &mut cut => panic!("the write finished within a microsecond"),
+        () = tokio::time::sleep(Duration::from_micros(1)) => {}
+    }
+    disk.crash(false);
+    let mut next = Box::pin(disk.write(&c4, &s[8]));
+    tokio::select! {
+        biased;
+        _ = &mut next => panic!("the write finished within a microsecond"),
+        () = tokio::time::sleep(Duration::from_micros(1)) => {}
+    }
+    assert_eq!(disk.overlaps().len(), 2, "{:?}", disk.overlaps());
+    drop(cut);
+    let _ = tokio::join!(next, disk.write(&c4, &s[9]));
+    assert_eq!(disk.overlaps().len(), 3, "{:?}", disk.overlaps());
+}

@@ -33,7 +33,10 @@ pub fn no_exit_lost(
                 e.started
                     && matches!(
                         e.cause,
-                        ExitCause::Planned | ExitCause::ExitNow | ExitCause::Signal(_)
+                        ExitCause::Planned
+                            | ExitCause::ExitNow
+                            | ExitCause::Signal(_)
+                            | ExitCause::Handled(_)
                     )
             })
             .last()

@@ -10,14 +10,18 @@
 //!   and a restart that changes nothing;
 //! - [`exits`]: no exit lost;
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
-//! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded.
+//! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
+//! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
+//! - [`write_order`]: one checkpoint write of a record at a time.
 
 pub mod exits;
+pub mod graceful;
 pub mod invariants;
 pub mod leaks;
 pub mod replies;
 pub mod stuck;
 pub mod truth;
+pub mod write_order;
 
 use berth_core::{ContainerState, Status};
 
