@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth_backend::{Backend, BackendErrorKind, TaskState};
+use berth_backend::{Backend, BackendErrorKind, Resources, ResourcesOf, TaskState};
 use berth_simbackend::examples::{container_meta, sandbox_meta};
 use berth_simbackend::{ExitCause, ProcessPlan, ShimState, SimBackend, SimConfig};
 use common::{ct, pod, pod_id, run, sb};
@@ -695,4 +695,62 @@ async fn sim_grouped() -> SimBackend {
     run(&sim, "p1", "c1", ProcessPlan::forever()).await;
     run(&sim, "p1", "c2", ProcessPlan::forever()).await;
     sim
+}
+
+#[tokio::test(start_paused = true)]
+async fn resources_go_to_the_record_or_the_task_and_show_in_the_truth() {
+    let sim = sim();
+    pod(&sim, "p1").await;
+    let id = berth_core::ContainerId::new("c1").unwrap();
+    let mib = |n: i64| Resources {
+        memory_limit_in_bytes: n << 20,
+        ..Resources::default()
+    };
+    sim.create_container(&container_meta("p1", "c1"))
+        .await
+        .unwrap();
+    // No task: Tasks.Update is NotFound, a reopen finds no log being written.
+    let e = sim
+        .update_resources(&id, ResourcesOf::Task, &mib(8))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::NotFound, "{e}");
+    let e = sim.reopen_log(&id).await.unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::FailedPrecondition, "{e}");
+    // CREATED: the record's spec; the task created later starts with it.
+    sim.update_resources(&id, ResourcesOf::Record, &mib(64))
+        .await
+        .unwrap();
+    assert_eq!(sim.truth_of("c1").record_resources, Some(mib(64)));
+    sim.create_task(&ct("c1")).await.unwrap();
+    sim.start_task(&ct("c1")).await.unwrap();
+    let task = |sim: &SimBackend| sim.truth_of("c1").task.unwrap().resources;
+    assert_eq!(task(&sim), Some(mib(64)));
+    // RUNNING: the task's cgroup; the record keeps its own.
+    sim.update_resources(&id, ResourcesOf::Task, &mib(32))
+        .await
+        .unwrap();
+    assert_eq!(task(&sim), Some(mib(32)));
+    assert_eq!(sim.truth().records["c1"].resources, Some(mib(64)));
+    assert_eq!(sim.truth().tasks["c1"].resources, Some(mib(32)));
+    sim.reopen_log(&id).await.unwrap();
+    // A reopen is berth's own: a containerd outage does not touch it; an update waits.
+    sim.restart_containerd(Duration::from_secs(5));
+    sim.reopen_log(&id).await.unwrap();
+    let e = sim
+        .update_resources(&id, ResourcesOf::Task, &mib(16))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Exited: no update of the stopped task, no log being written.
+    sim.kill_task(&ct("c1"), 9).await.unwrap();
+    let e = sim
+        .update_resources(&id, ResourcesOf::Task, &mib(16))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::NotFound, "{e}");
+    let e = sim.reopen_log(&id).await.unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::FailedPrecondition, "{e}");
+    assert_eq!(task(&sim), Some(mib(32)));
 }

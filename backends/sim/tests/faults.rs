@@ -453,3 +453,45 @@ fn late_exits_are_on_in_about_half_the_plans_with_a_rate_from_the_menu() {
         "late exits on in {on} of 200 plans"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn updates_and_reopens_get_faults_like_every_call() {
+    let sim = sim(5);
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::forever()).await;
+    let id = berth_core::ContainerId::new("c1").unwrap();
+    let limits = berth_backend::Resources {
+        memory_limit_in_bytes: 64 << 20,
+        ..berth_backend::Resources::default()
+    };
+    sim.set_faults(calls(|c| c.other = 1.0));
+    let e = sim
+        .update_resources(&id, berth_backend::ResourcesOf::Task, &limits)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Other, "{e}");
+    assert_eq!(
+        sim.truth_of("c1").task.unwrap().resources,
+        None,
+        "no effect"
+    );
+    let e = sim.reopen_log(&id).await.unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Other, "{e}");
+    sim.set_faults(calls(|c| c.reply_lost = 1.0));
+    let e = sim
+        .update_resources(&id, berth_backend::ResourcesOf::Task, &limits)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, BackendErrorKind::Unavailable, "{e}");
+    assert_eq!(
+        sim.truth_of("c1").task.unwrap().resources,
+        Some(limits),
+        "the effect happened"
+    );
+    let whats: Vec<&str> = sim.fault_log().iter().map(|f| f.what).collect();
+    assert_eq!(whats, ["Tasks.Update", "Logs.Reopen", "Tasks.Update"]);
+    // A hang: the call never answers (the caller's deadline ends it).
+    sim.set_faults(calls(|c| c.hang = 1.0));
+    let hung = tokio::time::timeout(Duration::from_secs(30), sim.reopen_log(&id)).await;
+    assert!(hung.is_err(), "hung: {hung:?}");
+}
