@@ -1,5 +1,6 @@
 //! UpdateContainerResources (containerd's `UpdateContainerResources`, then `UpdateSync`,
-//! spec §3): the new limits are applied to containerd first (the task of a RUNNING
+//! docs/containerd-behaviour.md §3): the new limits are applied to containerd first (the task of a
+//! RUNNING
 //! container, `Tasks.Update`; the record of a CREATED one, its OCI spec), then recorded
 //! durably, then acknowledged.
 //!
