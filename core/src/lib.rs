@@ -18,8 +18,10 @@
 //!   (write or delete a checkpoint, feed back the outcome) and [`Effect::Reply`] (answer a
 //!   request). [`Machine::poll_timeout`] gives the next timer deadline,
 //!   [`Machine::poll_event`] the CRI event stream.
-//! - **Getters** (`container`, `containers`, `sandbox`, `sandboxes`, `is_recovering`) read
-//!   the state; CRI status and list requests are answered from them.
+//! - **Getters** (`container`, `containers`, `sandbox`, `sandboxes`, `is_recovering`,
+//!   `serving`, and `container_id` / `sandbox_id` for id prefixes) read the state; CRI status
+//!   and list requests are answered from them. While recovery runs, commands are answered
+//!   [`CommandError::Recovering`] and reads must answer it too ([`Machine::serving`]).
 //!
 //! Driving rules: after every input, drain `poll_effect` and run the effects; calls may run
 //! concurrently and complete in any order; [`Call::WaitTask`] is long-lived, every other

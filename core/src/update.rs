@@ -1,8 +1,7 @@
-//! UpdateContainerResources (containerd's `UpdateContainerResources`, then `UpdateSync`,
-//! docs/containerd-behaviour.md §3): the new limits are applied to containerd first (the task of a
-//! RUNNING
-//! container, `Tasks.Update`; the record of a CREATED one, its OCI spec), then recorded
-//! durably, then acknowledged.
+//! UpdateContainerResources (containerd's `UpdateContainerResources`, then `UpdateSync`;
+//! docs/containerd-behaviour.md §3): the new limits are applied to containerd first (the
+//! task of a RUNNING container, `Tasks.Update`; the record of a CREATED one, its OCI spec),
+//! then recorded durably, then acknowledged.
 //!
 //! The container holds the `Updating` guard from the request to the end of the write, and
 //! which call to make is decided under it: starts and removals are refused (retryable), and
