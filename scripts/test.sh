@@ -36,7 +36,7 @@ if [ -f fuzz/Cargo.toml ] && [ -d fuzz/tests ]; then
   cargo test --manifest-path fuzz/Cargo.toml
 fi
 
-# The deterministic simulator (issue 5): berth's real service on madsim against the simulated
+# The deterministic simulator (docs/architecture.md §6): berth's real service on madsim against the simulated
 # containerd and disk. Built with --cfg madsim in a target dir of its own (uplifted binaries
 # of the two flavours would collide).
 sim() { env RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR="${SIM_TARGET_DIR:-$HOME/.cache/berth-target-sim}" "$@"; }

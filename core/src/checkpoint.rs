@@ -1,4 +1,4 @@
-//! The versioned status checkpoint format (spec §2).
+//! The versioned status checkpoint format (docs/containerd-behaviour.md §2).
 //!
 //! One JSON object per container, containerd's keys (`"Version":"v1"`, `Pid`, `CreatedAt`,
 //! ...) plus berth's `Unknown`. Decoding is forward compatible (unknown keys are ignored,
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn reads_containerd_written_record() {
-        // Written by containerd 1.6.20 (spec §2).
+        // Written by containerd 1.6.20 (docs/containerd-behaviour.md §2).
         let raw = br#"{"Version":"v1","Pid":27130,"CreatedAt":1795407741827751552,"StartedAt":1795407742192091964,"FinishedAt":0,"ExitCode":0,"Reason":"","Message":"","Resources":{"linux":{}}}"#;
         let s = decode(raw).unwrap();
         assert_eq!(s.pid, 27130);

@@ -6,9 +6,10 @@ use std::time::Duration;
 /// Tunables of the machine. Plain data; the defaults are containerd's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// First retry delay of exit handling, task cleanup and checkpoint writes (spec §5.4: 1 s).
+    /// First retry delay of exit handling, task cleanup and checkpoint writes
+    /// (docs/containerd-behaviour.md §5.4: 1 s).
     pub backoff_initial: Duration,
-    /// Cap of that delay (spec §5.4: 5 min).
+    /// Cap of that delay (docs/containerd-behaviour.md §5.4: 5 min).
     pub backoff_max: Duration,
     /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
     /// second; waiting 5 minutes to notice an exit would be wrong).
@@ -23,14 +24,17 @@ pub struct Config {
 #[cfg(feature = "planted-bugs")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PlantedBug {
-    /// The task is deleted before the exit is persisted (containerd's order, spec §5.2):
+    /// The task is deleted before the exit is persisted (containerd's order,
+    /// docs/containerd-behaviour.md §5.2):
     /// a crash in between turns a real exit code into 255.
     DeleteTaskBeforeExitPersisted,
-    /// Unknown is not persisted (containerd, spec §6.6).
+    /// Unknown is not persisted (containerd, docs/containerd-behaviour.md §6.6).
     UnknownNotPersisted,
-    /// A failed wait is taken as exit 255 (containerd's Go client, spec §5.1).
+    /// A failed wait is taken as exit 255 (containerd's Go client, docs/containerd-behaviour.md
+    /// §5.1).
     BrokenWaitIsExit,
-    /// A StopContainer during a StartContainer is a no-op (containerd, spec §4.3).
+    /// A StopContainer during a StartContainer is a no-op (containerd,
+    /// docs/containerd-behaviour.md §4.3).
     StopDuringStartIgnored,
     /// Recovery arms the exit watch before the container's record is in place, and the
     /// exit handler drops exits for containers still being recovered (containerd#10390).

@@ -1,4 +1,4 @@
-//! CreateContainer (spec §4.1).
+//! CreateContainer (docs/containerd-behaviour.md §4.1).
 //!
 //! validate → reserve name → `Containers.Create` → persist `{CreatedAt: now}` → visible.
 //! Rollback, in reverse: delete the containerd record, release the name. If the rollback
@@ -87,7 +87,8 @@ impl Machine {
         }
     }
 
-    /// Preconditions in containerd's order (spec §4.1), then the name reservation.
+    /// Preconditions in containerd's order (docs/containerd-behaviour.md §4.1), then the name
+    /// reservation.
     fn admit_create(
         &mut self,
         id: &ContainerId,

@@ -1,10 +1,11 @@
-//! Exit handling (spec §5) with berth's rules:
+//! Exit handling (docs/containerd-behaviour.md §5) with berth's rules:
 //!
 //! - watch: one `Tasks.Wait` per running task. A failed wait (containerd restarting, the
 //!   connection lost, the shim gone) is never an exit: the task is re-observed
 //!   (`Tasks.Get`); Running → wait again, Stopped → its real exit, NotFound → exit lost
 //!   (255 "Unknown"); an observation error retries with backoff.
-//! - record: the exit is **persisted before the task is deleted** (DESIGN §3.2); first
+//! - record: the exit is **persisted before the task is deleted** (docs/architecture.md §3.2);
+//!   first
 //!   recorded exit wins; duplicates, late exits and exits of removed containers are
 //!   ignored; a failed write is retried with backoff (1 s doubling to 5 min).
 //! - cleanup: `Tasks.Delete` with kill after the exit is durable, retried with backoff

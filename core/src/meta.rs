@@ -51,7 +51,8 @@ pub struct SandboxConfig {
 }
 
 impl SandboxConfig {
-    /// The registry name of a sandbox, `<name>_<namespace>_<uid>_<attempt>` (spec §8).
+    /// The registry name of a sandbox, `<name>_<namespace>_<uid>_<attempt>`
+    /// (docs/containerd-behaviour.md §8).
     pub fn reservation_name(&self) -> String {
         format!(
             "{}_{}_{}_{}",
@@ -91,7 +92,8 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
-    /// The registry name of a container, `<name>_<pod>_<podns>_<poduid>_<attempt>` (spec §8).
+    /// The registry name of a container, `<name>_<pod>_<podns>_<poduid>_<attempt>`
+    /// (docs/containerd-behaviour.md §8).
     pub fn reservation_name(&self, sandbox: &SandboxConfig) -> String {
         format!(
             "{}_{}_{}_{}_{}",

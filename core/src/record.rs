@@ -11,7 +11,7 @@ use crate::machine::Machine;
 use crate::meta::{ContainerMeta, SandboxMeta};
 use crate::status::{ContainerState, ExitStatus, Status};
 
-/// Sandbox state (spec §6.8).
+/// Sandbox state (docs/containerd-behaviour.md §6.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SandboxState {
     /// The pause task runs.
@@ -152,7 +152,8 @@ impl Container {
             .or((!self.dirty.is_idle()).then_some(Guard::Recovering))
     }
 
-    /// Why StartContainer refuses now, in containerd's order (spec §4.2 step 2): a state
+    /// Why StartContainer refuses now, in containerd's order (docs/containerd-behaviour.md §4.2
+    /// step 2): a state
     /// other than CREATED, then whatever holds the container. A stale task still being
     /// deleted (`CleaningUp`) would collide with (or, deleted late, kill) the new one.
     pub(crate) fn can_start(&self) -> Result<(), CommandError> {

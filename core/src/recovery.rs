@@ -1,4 +1,5 @@
-//! Recovery after a restart (spec §6), with DESIGN §3's improvements.
+//! Recovery after a restart (docs/containerd-behaviour.md §6), with docs/architecture.md §3's
+//! improvements.
 //!
 //! Input: every berth record containerd lists, each with its checkpoint (or why it could
 //! not be read) and what the backend observed of its task. Output: a machine holding every
@@ -145,7 +146,8 @@ pub struct Decision {
     pub observe_later: bool,
 }
 
-/// The decision table (spec §6.4 with berth's rules) for one container. `now` is the wall
+/// The decision table (docs/containerd-behaviour.md §6.4 with berth's rules) for one container.
+/// `now` is the wall
 /// clock of the recovery.
 pub fn decide(
     checkpoint: &Result<Status, CheckpointProblem>,
@@ -417,7 +419,7 @@ impl Machine {
             return;
         }
         if result.is_err() {
-            // Keep the container (DESIGN §3.5), retry the write.
+            // Keep the container (docs/architecture.md §3.5), retry the write.
             c.dirty = Lane::Backoff {
                 attempt: attempt + 1,
             };

@@ -1,4 +1,5 @@
-//! The name registrar (spec §4.5): a bijection between reservation names and ids.
+//! The name registrar (docs/containerd-behaviour.md §4.5): a bijection between reservation names
+//! and ids.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -45,7 +46,7 @@ impl<K> Default for NameRegistry<K> {
 }
 
 impl<K: Ord + Clone + Display> NameRegistry<K> {
-    /// Reserves `name` for `key` (spec `Reserve`).
+    /// Reserves `name` for `key` (containerd's `Reserve`, docs/containerd-behaviour.md §4.5).
     pub fn reserve(&mut self, name: &str, key: &K) -> Result<(), NameError> {
         if name.is_empty() {
             return Err(NameError::EmptyName);

@@ -1,4 +1,4 @@
-//! RemoveContainer (spec §4.4).
+//! RemoveContainer (docs/containerd-behaviour.md §4.4).
 //!
 //! RUNNING or UNKNOWN → forced stop first (SIGKILL, the exit made durable). Then guard
 //! `Removing` → `Tasks.Delete` with kill (NotFound tolerated) → `Containers.Delete`

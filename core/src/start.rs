@@ -1,4 +1,5 @@
-//! StartContainer (spec §4.2), step by step so a crash or a failure can land between any two.
+//! StartContainer (docs/containerd-behaviour.md §4.2), step by step so a crash or a failure can
+//! land between any two.
 //!
 //! guard `Starting` → sandbox READY → `Tasks.Create` → `Tasks.Start` → persist
 //! `{Pid, StartedAt}` → watch armed → reply. Rollbacks, in order: R2 `Tasks.Delete` with
@@ -6,7 +7,8 @@
 //! still have made the task), then R1 persist `{FinishedAt, 128, StartError, message}`,
 //! then the guard released.
 //!
-//! The exit watch is armed after the start is durable (DESIGN §3.4). No exit can be missed:
+//! The exit watch is armed after the start is durable (docs/architecture.md §3.4). No exit can be
+//! missed:
 //! the shim keeps a task's exit status until `Tasks.Delete`, and only the exit handler
 //! deletes a started task, after the exit is persisted.
 
@@ -85,7 +87,7 @@ impl Machine {
             self.reply(req, Err(CommandError::ContainerNotFound { id }));
             return;
         };
-        // containerd's order: state, removing, starting (spec §4.2 step 2).
+        // containerd's order: state, removing, starting (docs/containerd-behaviour.md §4.2 step 2).
         if let Err(e) = c.can_start() {
             self.reply(req, Err(e));
             return;

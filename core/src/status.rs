@@ -1,4 +1,5 @@
-//! The container status record (spec §1.1), its derived state (§1.2) and its CRI projection
+//! The container status record (docs/containerd-behaviour.md §1.1), its derived state (§1.2) and
+//! its CRI projection
 //! (§1.4).
 
 use std::fmt;
@@ -37,7 +38,7 @@ pub struct Resources {
     pub cpuset_mems: String,
 }
 
-/// CRI container state, derived from a [`Status`] (spec §1.2).
+/// CRI container state, derived from a [`Status`] (docs/containerd-behaviour.md §1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ContainerState {
     /// Created, never started.
@@ -79,8 +80,9 @@ impl fmt::Display for ContainerState {
     }
 }
 
-/// The persisted part of a container's status (spec §1.1), plus `unknown`, which berth
-/// persists and containerd does not (DESIGN §3.3).
+/// The persisted part of a container's status (docs/containerd-behaviour.md §1.1), plus `unknown`,
+/// which berth
+/// persists and containerd does not (docs/architecture.md §3.3).
 ///
 /// Timestamps are wall-clock unix nanoseconds; 0 means "not set".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,7 +118,8 @@ impl Status {
         }
     }
 
-    /// The record used when a checkpoint cannot be read (spec §6.3), with berth's
+    /// The record used when a checkpoint cannot be read (docs/containerd-behaviour.md §6.3), with
+    /// berth's
     /// improvement: `created_at` is taken from the containerd record when known, so an
     /// UNKNOWN container never reports "created 56 years ago".
     pub fn unknown(created_at: i64) -> Self {
@@ -129,7 +132,7 @@ impl Status {
         }
     }
 
-    /// Derived state, exactly as spec §1.2, in that order.
+    /// Derived state, exactly as docs/containerd-behaviour.md §1.2, in that order.
     pub fn state(&self) -> ContainerState {
         if self.unknown {
             ContainerState::Unknown
@@ -144,9 +147,10 @@ impl Status {
         }
     }
 
-    /// The record with an exit applied (spec §5.2 step 4): first recorded exit wins; the
+    /// The record with an exit applied (docs/containerd-behaviour.md §5.2 step 4): first recorded
+    /// exit wins; the
     /// unknown flag is cleared either way; a synthetic "Unknown" reason gives way to a real
-    /// exit (berth: containerd keeps it forever, spec §6.6).
+    /// exit (berth: containerd keeps it forever, docs/containerd-behaviour.md §6.6).
     pub fn with_exit(&self, exit: ExitStatus) -> Status {
         let mut next = self.clone();
         if next.finished_at == 0 {
@@ -164,7 +168,8 @@ impl Status {
         next
     }
 
-    /// CRI reason (spec §1.4): an EXITED container with no stored reason is "Completed"
+    /// CRI reason (docs/containerd-behaviour.md §1.4): an EXITED container with no stored reason
+    /// is "Completed"
     /// (code 0) or "Error"; otherwise the stored reason.
     pub fn cri_reason(&self) -> String {
         if self.state() == ContainerState::Exited && self.reason.is_empty() {
@@ -178,7 +183,8 @@ impl Status {
         }
     }
 
-    /// CRI `(started_at, finished_at)` (spec §1.4): CREATED reports neither, RUNNING only
+    /// CRI `(started_at, finished_at)` (docs/containerd-behaviour.md §1.4): CREATED reports
+    /// neither, RUNNING only
     /// the start, EXITED and UNKNOWN both stored values.
     pub fn cri_times(&self) -> (i64, i64) {
         match self.state() {

@@ -1,4 +1,5 @@
-//! StopContainer (spec §4.3), with berth's rule for a stop that races a start: the stop
+//! StopContainer (docs/containerd-behaviour.md §4.3), with berth's rule for a stop that races a
+//! start: the stop
 //! waits for the start to settle and then stops the container (containerd makes it a
 //! no-op and leaves the container running).
 //!

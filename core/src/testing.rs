@@ -3,7 +3,7 @@
 //! durable checkpoint map, a virtual clock, fault injection ([`CallFault`]) and a readable
 //! transcript.
 //!
-//! It plays containerd the way it was measured (recipes/containerd-from-rust.md): waits
+//! It plays containerd the way it was measured (docs/containerd-behaviour.md §9): waits
 //! return a stored exit at once, Kill on a finished task is NotFound, deleting a record
 //! whose task lives orphans the task, a containerd restart breaks every wait.
 

@@ -1,4 +1,5 @@
-//! One test per error condition of the CRI commands (spec §4), each checking the error's
+//! One test per error condition of the CRI commands (docs/containerd-behaviour.md §4), each
+//! checking the error's
 //! kind, its gRPC code, that its message names the ids, and that nothing changed.
 
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Readable transcripts of the lifecycle, checked by insta: StartContainer succeeding and
-//! failing at each step (spec §4.2), Stop racing Start, exits around recovery, and the
-//! whole recovery decision table (spec §6.4).
+//! failing at each step (docs/containerd-behaviour.md §4.2), Stop racing Start, exits around
+//! recovery, and the
+//! whole recovery decision table (docs/containerd-behaviour.md §6.4).
 
 use std::time::Duration;
 

@@ -84,7 +84,7 @@ pub fn container(v: &ContainerView) -> cri::Container {
     }
 }
 
-/// A ContainerStatus (spec §1.4: reason and times projected by the core).
+/// A ContainerStatus (docs/containerd-behaviour.md §1.4: reason and times projected by the core).
 pub fn container_status(v: &ContainerView) -> cri::ContainerStatus {
     let (started_at, finished_at) = v.status.cri_times();
     cri::ContainerStatus {

@@ -478,7 +478,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     };
     let container_bytes = container.encode();
     vec![
-        // Written by containerd 1.6.20 (spec §2).
+        // Written by containerd 1.6.20 (docs/containerd-behaviour.md §2).
         ("containerd_v1", br#"{"Version":"v1","Pid":27130,"CreatedAt":1795407741827751552,"StartedAt":1795407742192091964,"FinishedAt":0,"ExitCode":0,"Reason":"","Message":"","Resources":{"linux":{}}}"#.to_vec()),
         ("created", encode_checkpoint(&created)),
         ("running", running_bytes.clone()),

@@ -1,4 +1,5 @@
-//! Gathering the facts recovery starts from (spec §6.2, DESIGN §3.8): make the checkpoint
+//! Gathering the facts recovery starts from (docs/containerd-behaviour.md §6.2,
+//! docs/architecture.md §3.8): make the checkpoint
 //! store durable, list berth's containerd records, load each checkpoint and observe each
 //! task under a per-object deadline with bounded parallelism, then sweep orphan
 //! directories. Deciding what the facts mean is the core's job ([`berth_core::decide`]).
@@ -121,7 +122,8 @@ pub(crate) async fn gather<B: Backend, S: CheckpointStore>(
         .await;
     recovered_containers.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
 
-    // Orphan sweep (spec §6.2 step 6): directories of containers containerd no longer has.
+    // Orphan sweep (docs/containerd-behaviour.md §6.2 step 6): directories of containers
+    // containerd no longer has.
     // Compared against containerd's list, not against what loaded, so directories of
     // skipped containers are kept.
     match store.list().await {

@@ -1,6 +1,8 @@
 //! The CRI verbs through the service against a real containerd + runc: stop racing start
-//! (DESIGN §3.7), removal of running and UNKNOWN containers and of pods (spec §4.4, §6.8),
-//! unknown ids (spec §4.3, §4.4), Unavailable during recovery (spec §6.1), graceful
+//! (docs/architecture.md §3.7), removal of running and UNKNOWN containers and of pods
+//! (docs/containerd-behaviour.md §4.4, §6.8),
+//! unknown ids (docs/containerd-behaviour.md §4.3, §4.4), Unavailable during recovery
+//! (docs/containerd-behaviour.md §6.1), graceful
 //! shutdown.
 
 #![cfg(not(madsim))]
@@ -39,7 +41,7 @@ fn assert_all_first_try(request: &str, noun: &str, failures: &[String], tried: u
     );
 }
 
-/// DESIGN §3.7: a StopContainer that races a StartContainer ends with the container
+/// docs/architecture.md §3.7: a StopContainer that races a StartContainer ends with the container
 /// stopped and no task left (containerd makes such a stop a no-op and the container runs
 /// on). First with the stop landing for sure between `Tasks.Create` and `Tasks.Start`, then
 /// issued concurrently with the start at a few staggers.
@@ -97,7 +99,8 @@ async fn stop_racing_start_ends_stopped() {
     w.finish(node).await;
 }
 
-/// Spec §4.4 (measured: removing a RUNNING and an UNKNOWN container both succeed): the
+/// docs/containerd-behaviour.md §4.4 (measured: removing a RUNNING and an UNKNOWN container both
+/// succeed): the
 /// container is killed, its task and record deleted, its checkpoint gone, at the first
 /// RemoveContainer. Several running ones, since removal right after the forced exit is
 /// where a race would show.
@@ -178,7 +181,8 @@ async fn remove_ready_pods_with_running_containers() {
     w.finish(node).await;
 }
 
-/// Spec §4.3 / §4.4 (containerd ≥ 1.6.35 / 1.7.21 / 2.0): stop and remove of ids nobody
+/// docs/containerd-behaviour.md §4.3 / §4.4 (containerd ≥ 1.6.35 / 1.7.21 / 2.0): stop and remove
+/// of ids nobody
 /// knows succeed, and change nothing; start and status of them say NotFound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_remove_of_unknown_ids_succeed() {
@@ -225,7 +229,8 @@ async fn stop_and_remove_of_unknown_ids_succeed() {
     w.finish(node).await;
 }
 
-/// Spec §6.1: until recovery has finished every request is answered Unavailable (and
+/// docs/containerd-behaviour.md §6.1: until recovery has finished every request is answered
+/// Unavailable (and
 /// changes nothing); afterwards the recovered state is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_during_recovery_answer_unavailable() {

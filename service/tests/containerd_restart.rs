@@ -1,4 +1,4 @@
-//! containerd SIGKILLed and restarted under a live service (DESIGN §3.1: a broken
+//! containerd SIGKILLed and restarted under a live service (docs/architecture.md §3.1: a broken
 //! connection is not an exit): every wait breaks, yet no container is reported exited that
 //! did not exit; the exits that happened during the outage are recorded with their real
 //! codes and the shim's exit times; the survivors are watched again afterwards.

@@ -1,6 +1,7 @@
 //! Recovery after a crash of berth, against a real containerd + runc: every cell of the
 //! recovery decision table (core/tests/snapshots/transcripts__recovery_decision_table.snap,
-//! spec §6.4 with DESIGN §3) that a real system can reach. A crash is the service's runtime
+//! docs/containerd-behaviour.md §6.4 with docs/architecture.md §3) that a real system can reach. A
+//! crash is the service's runtime
 //! shut down with no cleanup at all; the next instance runs on the same checkpoint
 //! directory and the same containerd namespace.
 
@@ -317,7 +318,8 @@ async fn exited_container_is_unchanged_across_two_restarts() {
 
 /// Table rows "unreadable | Running" and "unreadable | not found": a checkpoint full of
 /// garbage → UNKNOWN (created time from the containerd record, never 0), the UNKNOWN is
-/// persisted so a second restart cannot turn it RUNNING (containerd's spec §6.6 bug), start
+/// persisted so a second restart cannot turn it RUNNING (containerd's bug,
+/// docs/containerd-behaviour.md §6.6), start
 /// is refused, and both are removable (the live task killed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_checkpoint_is_unknown_removable_and_never_running() {

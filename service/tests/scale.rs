@@ -1,4 +1,5 @@
-//! Recovery at scale (DESIGN §3.8, spec §6): 200 running containers over 10 sandboxes,
+//! Recovery at scale (docs/architecture.md §3.8, docs/containerd-behaviour.md §6): 200 running
+//! containers over 10 sandboxes,
 //! berth crashes, 30 of them exit while it is down (each with its own code), and the next
 //! instance gets every one right: the 30 EXITED with their real codes and the shim's exit
 //! times, the 170 RUNNING with their pids and watched, every sandbox Ready, and no task left

@@ -1,4 +1,4 @@
-//! berth-sim: berth's deterministic simulator (DESIGN §6).
+//! berth-sim: berth's deterministic simulator (docs/architecture.md §6).
 //!
 //! # Contract
 //!

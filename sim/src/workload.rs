@@ -65,7 +65,8 @@ pub enum ClientStep {
     Create(usize),
     /// StartContainer.
     Start(usize),
-    /// StartContainer and StopContainer sent at once (the race of spec §4.3).
+    /// StartContainer and StopContainer sent at once (the race of docs/containerd-behaviour.md
+    /// §4.3).
     StartStopRace(usize, Duration),
     /// StopContainer with a grace period.
     Stop(usize, Duration),

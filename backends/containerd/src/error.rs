@@ -28,7 +28,8 @@ const BROKEN_CONNECTION: &[&str] = &[
 /// this": a second `Tasks.Start` (`cannot start a running process`, `cannot start a stopped
 /// process`) and `Tasks.Delete` of a running task, which containerd 1.6.20 answered here
 /// with `Unknown: failed to delete task: cannot delete a running process` (not the
-/// `FailedPrecondition: task must be stopped before deletion` the recipe saw).
+/// `FailedPrecondition: task must be stopped before deletion` of docs/containerd-behaviour.md
+/// §9.1).
 const WRONG_STATE: &[&str] = &["cannot start a ", "cannot delete a running process"];
 
 /// Maps a containerd reply to a [`BackendError`] for `verb` on `target`. The only place

@@ -15,7 +15,8 @@
 //!
 //! Lifecycle, driven from the task calls in `task.rs`:
 //! - `Tasks.Create`: the FIFOs are made and a copier task opens both **before** the call
-//!   (the shim's write-side open blocks until a reader exists; recipe §5). The copier opens
+//!   (the shim's write-side open blocks until a reader exists; docs/containerd-behaviour.md §9.2).
+//!   The copier opens
 //!   them read-write, so it never sees a spurious EOF and the open never blocks.
 //! - `Tasks.Wait` returning an exit: the copier drains what the FIFOs hold, so the log is
 //!   complete when the exit is recorded.

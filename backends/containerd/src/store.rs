@@ -1,4 +1,5 @@
-//! [`FsCheckpointStore`]: berth's status checkpoints on the local file system (DESIGN §3.6).
+//! [`FsCheckpointStore`]: berth's status checkpoints on the local file system
+//! (docs/architecture.md §3.6).
 //!
 //! Layout, like containerd's CRI plugin (`<root>/containers/<id>/status`):
 //!
@@ -12,7 +13,8 @@
 //! - write: a temp file `.tmp-status-<n>` in the container's directory, all bytes written,
 //!   fsync, rename over `status`, fsync the directory (and `containers/` unless this store
 //!   already made the directory's entry durable: a write that created the directory and failed
-//!   before that fsync leaves it visible but not durable, so the next write fsyncs it). A failure removes the temp file (and a directory this write created)
+//!   before that fsync leaves it visible but not durable, so the next write fsyncs it). A failure
+//!   removes the temp file (and a directory this write created)
 //!   and reports a typed [`StoreError`]; a crash leaves the old or the new record, and at
 //!   worst a stray temp file that the next write of that container removes. A directory
 //!   fsync that fails after the rename leaves the new record visible but not durable: the

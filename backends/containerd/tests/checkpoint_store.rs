@@ -1,4 +1,5 @@
-//! `FsCheckpointStore` on real file systems (DESIGN §3.6): round trips, crashes mid-write,
+//! `FsCheckpointStore` on real file systems (docs/architecture.md §3.6): round trips, crashes
+//! mid-write,
 //! corrupt files, orphans, a full and a read-only tmpfs (root: the tests mount one and fail,
 //! never skip, when they cannot), concurrent writers.
 

@@ -1,4 +1,5 @@
-//! containerd crashes and shim deaths against a real containerd + runc (recipe §7): tasks
+//! containerd crashes and shim deaths against a real containerd + runc
+//! (docs/containerd-behaviour.md §9.4): tasks
 //! outlive containerd, a broken wait is `Unavailable` (never an exit), exits during an
 //! outage keep their real code and time, a dead shim leaves the record and no task.
 

@@ -8,7 +8,7 @@ use crate::clock::DEFAULT_WALL_BASE;
 /// How long each containerd call takes when nothing goes wrong. The effect lands at a
 /// random point inside that time, so a caller killed mid-call may or may not have changed
 /// containerd. Defaults are the medians measured on containerd 1.6.20
-/// (recipes/containerd-from-rust.md §8).
+/// (docs/containerd-behaviour.md §9.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Latencies {
     /// `Containers.Create` (snapshot + record).

@@ -5,7 +5,7 @@
 //! # Contract
 //!
 //! - [`SimBackend`] implements [`berth_backend::Backend`] and behaves as containerd 1.6
-//!   was measured to (recipes/containerd-from-rust.md §5–7, spec §6.1):
+//!   was measured to (docs/containerd-behaviour.md §9.1–9.4, docs/containerd-behaviour.md §6.1):
 //!   - records (metadata, labels, creation time) persist across a containerd restart;
 //!     [`berth_backend::Backend::list`] returns them sorted by id;
 //!   - tasks live as long as their shim, and shims are per pod: a container's shim is its

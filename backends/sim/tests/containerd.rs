@@ -1,5 +1,5 @@
 //! The simulated containerd behaves as containerd 1.6 was measured to
-//! (recipes/containerd-from-rust.md §5–7, spec §6.1).
+//! (docs/containerd-behaviour.md §9.1–9.4, docs/containerd-behaviour.md §6.1).
 
 mod common;
 

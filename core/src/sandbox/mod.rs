@@ -1,4 +1,5 @@
-//! RunPodSandbox, StopPodSandbox, RemovePodSandbox (spec §6.8 for the states).
+//! RunPodSandbox, StopPodSandbox, RemovePodSandbox (docs/containerd-behaviour.md §6.8 for the
+//! states).
 //!
 //! A sandbox is its pause container: `Containers.Create` → `Tasks.Create` → `Tasks.Start`
 //! → Ready, watched like a container. Its state is never checkpointed; recovery re-derives
