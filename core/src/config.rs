@@ -45,12 +45,16 @@ pub enum PlantedBug {
     /// StopContainer sends SIGKILL at once whatever its grace period: a process that would
     /// have handled its stop signal ends with 137 instead of its own exit code.
     StopKillsAtOnce,
+    /// An exit observed while an UpdateContainerResources is in flight is written at once
+    /// instead of after the update's write: two writes of one record in flight, and the
+    /// later-landing one (the exit's, without the new limits) may undo the other.
+    ExitNotHeldBehindUpdate,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -58,6 +62,7 @@ impl PlantedBug {
         PlantedBug::WatchArmedBeforeRecorded,
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
+        PlantedBug::ExitNotHeldBehindUpdate,
     ];
 }
 

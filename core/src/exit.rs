@@ -257,7 +257,13 @@ impl Machine {
             exit,
             lane: Lane::Idle,
         });
-        if c.guard == Some(Guard::Updating) {
+        #[cfg(feature = "planted-bugs")]
+        let held = !self
+            .config
+            .has_bug(crate::config::PlantedBug::ExitNotHeldBehindUpdate);
+        #[cfg(not(feature = "planted-bugs"))]
+        let held = true;
+        if held && c.guard == Some(Guard::Updating) {
             // Recorded once the update's write is done (one write of a record at a time).
             return;
         }

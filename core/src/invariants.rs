@@ -46,6 +46,11 @@ fn merge<'a, K: Ord + 'a, A, B>(
 impl Machine {
     /// Checks every invariant of the state; `Err` names the first one broken.
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
+        if let Some((id, first, second)) = &self.write_overlap {
+            return Err(InvariantViolation(format!(
+                "two checkpoint writes of container {id} in flight: {second} handed out while {first} was"
+            )));
+        }
         for (id, c) in &self.containers {
             let s = &c.status;
             ensure!(

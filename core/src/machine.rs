@@ -151,6 +151,12 @@ pub struct Machine {
     timer_seq: u64,
     /// Recovery steps still without a first outcome.
     pub(crate) recovery_outstanding: BTreeSet<OpId>,
+    /// The checkpoint write (or delete) of each record in flight: the core hands out one
+    /// per record at a time (docs/architecture.md §3).
+    writes_in_flight: BTreeMap<ContainerId, OpId>,
+    /// The first time a second write of one record was handed out while one was in flight
+    /// (record, the write in flight, the second): an invariant violation.
+    pub(crate) write_overlap: Option<(ContainerId, OpId, OpId)>,
     pub(crate) now: Now,
 }
 
@@ -173,6 +179,8 @@ impl Machine {
             timers: BTreeSet::new(),
             timer_seq: 0,
             recovery_outstanding: BTreeSet::new(),
+            writes_in_flight: BTreeMap::new(),
+            write_overlap: None,
             now,
         }
     }
@@ -257,6 +265,8 @@ impl Machine {
         let Some(step) = self.steps.remove(&op) else {
             return;
         };
+        self.writes_in_flight
+            .retain(|_, in_flight| *in_flight != op);
         if let Some(step) = step.on_persisted(self, result) {
             // A call result delivered as a persist outcome: put the step back likewise.
             self.steps.insert(op, step);
@@ -393,6 +403,11 @@ impl Machine {
     ) -> OpId {
         let op = self.next_op();
         self.steps.insert(op, step.into());
+        if let Some(first) = self.writes_in_flight.insert(id.clone(), op) {
+            // Two writes of one record in flight may land in either order (an older status
+            // over a newer one); every caller waits for the first. Kept for the invariants.
+            self.write_overlap.get_or_insert((id.clone(), first, op));
+        }
         self.effects.push_back(Effect::Persist {
             op,
             id: id.clone(),

@@ -272,6 +272,41 @@ fn update_resources_goes_to_the_record_or_the_task() {
     insta::assert_snapshot!(w.transcript_text());
 }
 
+/// With the exit not held behind the update (a planted bug), the exit's write and the update's
+/// are in flight at once: the invariants name it (the simulator and the property test rely on
+/// this to catch the bug; the driver's queue alone would hide it).
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn overlapping_writes_of_one_record_break_the_invariants() {
+    let mut w = FakeNode::with_config(Config {
+        planted_bug: Some(PlantedBug::ExitNotHeldBehindUpdate),
+        ..Config::default()
+    });
+    w.run_pod("pod1", "web").unwrap();
+    w.create("c1", "pod1", "app").unwrap();
+    w.start("c1").unwrap();
+    w.command(update("c1", 8));
+    let held = hold_call(&mut w, "Tasks.Update");
+    w.task_resources.insert(FakeNode::ct("c1"), mem(8));
+    w.exit_task(&FakeNode::ct("c1"), 3);
+    // Run until the exit's write is handed out, and keep it in flight.
+    while !w
+        .pending
+        .iter()
+        .any(|e| matches!(e, Effect::Persist { .. }))
+    {
+        assert!(!w.pending.is_empty(), "the exit was never written");
+        w.execute(0);
+    }
+    check(&w);
+    answer_held(&mut w, held, Ok(CallResult::Done));
+    let violation = w.machine.check_invariants().unwrap_err().to_string();
+    assert!(
+        violation.contains("two checkpoint writes of container c1 in flight"),
+        "{violation}"
+    );
+}
+
 /// The container's process exits while Tasks.Update is in flight: the exit waits for the
 /// update (one write of a record at a time), whether the call then fails (the task has
 /// exited) or succeeds (it took effect before the exit, its reply comes after).

@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Seven live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Eight live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
@@ -42,11 +42,13 @@ pub enum CoreBug {
     RecoveryWriteFailureSkips,
     /// `StopKillsAtOnce`.
     StopKillsAtOnce,
+    /// `ExitNotHeldBehindUpdate`.
+    ExitNotHeldBehindUpdate,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 7] = [
+    pub const ALL: [CoreBug; 8] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -54,6 +56,7 @@ impl CoreBug {
         CoreBug::WatchArmedBeforeRecorded,
         CoreBug::RecoveryWriteFailureSkips,
         CoreBug::StopKillsAtOnce,
+        CoreBug::ExitNotHeldBehindUpdate,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -68,13 +71,14 @@ impl CoreBug {
             CoreBug::WatchArmedBeforeRecorded => P::WatchArmedBeforeRecorded,
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
             CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
+            CoreBug::ExitNotHeldBehindUpdate => P::ExitNotHeldBehindUpdate,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -82,6 +86,7 @@ impl Bug {
         Bug::Core(CoreBug::WatchArmedBeforeRecorded),
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
         Bug::Core(CoreBug::StopKillsAtOnce),
+        Bug::Core(CoreBug::ExitNotHeldBehindUpdate),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -99,6 +104,7 @@ impl Bug {
             Bug::Core(CoreBug::WatchArmedBeforeRecorded) => "watch_armed_before_recorded",
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
             Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
+            Bug::Core(CoreBug::ExitNotHeldBehindUpdate) => "exit_not_held_behind_update",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",
