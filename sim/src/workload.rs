@@ -1,6 +1,7 @@
 //! A seed expands into a workload: pods, containers whose processes exit with chosen codes
 //! at chosen times (or run until killed, ignore SIGTERM, or shut down on it with a code of
-//! their own after a while), and one script of CRI requests
+//! their own after a while; some use enough memory for a lowered limit to OOM-kill them),
+//! and one script of CRI requests
 //! per client. The scripts are fixed before the run starts, so the same seed and shape give
 //! the same requests whatever happens; what each request finds depends on the run.
 
@@ -30,6 +31,13 @@ const CODES: &[i32] = &[0, 0, 0, 1, 2, 42, 137, 143, 255];
 /// Stream constant of the graceful-shutdown draws (added later: a stream of its own keeps
 /// the rest of older seeds' workloads as they were).
 const TERM_STREAM: u64 = 0x7E53_0000_5EED_0006;
+
+/// Stream constant of the processes' memory use (a stream of its own, as above).
+const MEMORY_STREAM: u64 = 0x3E30_0000_5EED_0007;
+
+/// Memory a process uses, in MiB: some of the limits updates ask for ([`limit`]) are below
+/// it, and such an update has the process OOM-killed while the update is in flight.
+const MEMORY_USE: &[u16] = &[24, 48, 96, 200];
 
 /// Exit codes of a process shutting down on SIGTERM: neither 137 nor 143, so that a kill
 /// or an unhandled signal cannot pass for them.
@@ -166,6 +174,10 @@ impl Workload {
                     plan =
                         plan.handling_term(after, TERM_CODES[term.gen_range(0..TERM_CODES.len())]);
                 }
+            }
+            let mut memory = stream((i as u64 + 1) ^ MEMORY_STREAM);
+            if memory.gen_bool(0.4) {
+                plan = plan.using_memory(MEMORY_USE[memory.gen_range(0..MEMORY_USE.len())]);
             }
             containers.push(ContainerSpec {
                 name: format!("ctr{i}"),

@@ -673,6 +673,13 @@ impl Model {
             ));
         }
         task.resources = Some(resources.clone());
+        let used = i64::from(task.plan.memory_mib) << 20;
+        let limit = resources.memory_limit_in_bytes;
+        if matches!(task.proc, Proc::Running { .. }) && limit > 0 && used > limit {
+            // The kernel enforces the new limit at once: the process is OOM-killed while
+            // the update's reply is still on its way.
+            self.finish(id, 137, now, ExitCause::OomKilled, false);
+        }
         Ok(())
     }
 

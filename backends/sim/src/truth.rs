@@ -23,6 +23,10 @@ pub struct ProcessPlan {
     /// this long after the first one arrives (unless it exits earlier anyway). `None`: die
     /// of the signal at once (128 + signal).
     pub handles_term: Option<(Duration, i32)>,
+    /// The memory it uses, in MiB (0: too little to matter). A `Tasks.Update` whose memory
+    /// limit is below it has the kernel OOM-kill the process as the limit takes effect
+    /// (exit 137, [`ExitCause::OomKilled`]): a limit lowered under a running workload.
+    pub memory_mib: u16,
 }
 
 impl Default for ProcessPlan {
@@ -39,6 +43,7 @@ impl ProcessPlan {
             code: 0,
             ignores_term: false,
             handles_term: None,
+            memory_mib: 0,
         }
     }
 
@@ -49,6 +54,7 @@ impl ProcessPlan {
             code,
             ignores_term: false,
             handles_term: None,
+            memory_mib: 0,
         }
     }
 
@@ -57,6 +63,14 @@ impl ProcessPlan {
         ProcessPlan {
             ignores_term: true,
             handles_term: None,
+            ..self
+        }
+    }
+
+    /// The same plan, using `mib` MiB of memory ([`ProcessPlan::memory_mib`]).
+    pub fn using_memory(self, mib: u16) -> ProcessPlan {
+        ProcessPlan {
+            memory_mib: mib,
             ..self
         }
     }
@@ -168,6 +182,9 @@ pub enum ExitCause {
     ExitNow,
     /// Its shim died and containerd killed it (code 137).
     ShimDied,
+    /// A `Tasks.Update` set a memory limit below its use and the kernel killed it (code
+    /// 137, [`ProcessPlan::memory_mib`]).
+    OomKilled,
 }
 
 /// A process exit that really happened.

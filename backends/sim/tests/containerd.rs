@@ -754,3 +754,51 @@ async fn resources_go_to_the_record_or_the_task_and_show_in_the_truth() {
     assert_eq!(e.kind, BackendErrorKind::FailedPrecondition, "{e}");
     assert_eq!(task(&sim), Some(mib(32)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_memory_limit_below_the_process_use_oom_kills_it_as_the_update_lands() {
+    let sim = sim();
+    pod(&sim, "p1").await;
+    let plan = ProcessPlan::forever().using_memory(96);
+    run(&sim, "p1", "c1", plan).await;
+    let id = berth_core::ContainerId::new("c1").unwrap();
+    let mib = |n: i64| Resources {
+        memory_limit_in_bytes: n << 20,
+        ..Resources::default()
+    };
+    // At or above its use: it runs on.
+    sim.update_resources(&id, ResourcesOf::Task, &mib(96))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sim.task_status(&ct("c1")).await.unwrap(),
+        TaskState::Running { .. }
+    ));
+    let t0 = sim.now_wall();
+    // Below: the update succeeds (the cgroup has the limit) and the kernel kills the process.
+    sim.update_resources(&id, ResourcesOf::Task, &mib(64))
+        .await
+        .unwrap();
+    assert_eq!(sim.truth_of("c1").task.unwrap().resources, Some(mib(64)));
+    let exit = sim.wait_task(&ct("c1")).await.unwrap();
+    assert_eq!(exit.code, 137);
+    assert!(exit.exited_at >= t0);
+    let cause = sim
+        .exits()
+        .iter()
+        .rev()
+        .find(|e| e.target.as_str() == "c1")
+        .unwrap()
+        .cause;
+    assert_eq!(cause, ExitCause::OomKilled);
+    // No limit at all never kills.
+    run(&sim, "p1", "c2", plan).await;
+    let id2 = berth_core::ContainerId::new("c2").unwrap();
+    sim.update_resources(&id2, ResourcesOf::Task, &mib(0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        sim.task_status(&ct("c2")).await.unwrap(),
+        TaskState::Running { .. }
+    ));
+}

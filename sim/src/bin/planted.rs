@@ -7,7 +7,7 @@
 //! ```text
 //! planted [--max-seeds N] [--ci] [--no-shrink] [--bug NAME]
 //! ```
-//! The core's six bugs need `--features planted-bugs`.
+//! The core's bugs need `--features planted-bugs`.
 
 #[cfg(madsim)]
 fn main() {

@@ -37,6 +37,7 @@ pub fn no_exit_lost(
                             | ExitCause::ExitNow
                             | ExitCause::Signal(_)
                             | ExitCause::Handled(_)
+                            | ExitCause::OomKilled
                     )
             })
             .last()
