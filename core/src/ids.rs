@@ -172,6 +172,24 @@ id_type!(
     "sandbox"
 );
 
+id_type!(
+    /// A validated exec process id (containerd's exec id within its container's task).
+    /// berth's own start with [`EXEC_ID_PREFIX`], so that recovery sweeps only the exec
+    /// processes berth started, never one an operator started with `ctr task exec`.
+    ExecId,
+    "exec"
+);
+
+/// The prefix of the ids of the exec processes berth starts.
+pub const EXEC_ID_PREFIX: &str = "berth-exec-";
+
+impl ExecId {
+    /// True for an exec process berth started (its id has [`EXEC_ID_PREFIX`]).
+    pub fn is_berths(&self) -> bool {
+        self.0.starts_with(EXEC_ID_PREFIX)
+    }
+}
+
 /// Identifies one backend call or checkpoint write the core asked for; its outcome comes
 /// back with the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -112,6 +112,31 @@ pub enum Call {
     ReopenLog(ContainerId),
 }
 
+/// An exec process to start in a container's running task (CRI ExecSync): the container's
+/// own process settings (user, groups, env, cwd, capabilities, seccomp, no_new_privs) with
+/// `cmd` as its arguments, no terminal, no stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecSpec {
+    /// Its id (berth's: [`crate::EXEC_ID_PREFIX`]).
+    pub exec_id: crate::ExecId,
+    /// The command and its arguments; never empty.
+    pub cmd: Vec<String>,
+    /// At most this many bytes of stdout, and as many of stderr, are kept; the rest is read
+    /// and dropped (containerd keeps 16 MiB of each).
+    pub output_cap: usize,
+}
+
+/// How an exec process ended, with what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExecOutput {
+    /// Its exit code (128 + signal for a process killed by a signal).
+    pub exit_code: i32,
+    /// What it wrote to stdout, at most [`ExecSpec::output_cap`] bytes.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr, at most [`ExecSpec::output_cap`] bytes.
+    pub stderr: Vec<u8>,
+}
+
 /// Where [`Call::UpdateResources`] applies the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourcesOf {

@@ -91,11 +91,15 @@ pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
 pub use error::{CommandError, ErrorCode, Guard, Operation};
-pub use ids::{ContainerId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId, validate_id};
+pub use ids::{
+    ContainerId, EXEC_ID_PREFIX, ExecId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId,
+    validate_id,
+};
 pub use invariants::InvariantViolation;
 pub use io::{
-    BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind, Now,
-    PersistAction, PersistError, ResourcesOf, Response, Target, TaskState,
+    BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Event, EventKind,
+    ExecOutput, ExecSpec, Now, PersistAction, PersistError, ResourcesOf, Response, Target,
+    TaskState,
 };
 pub use machine::Machine;
 pub use meta::{
