@@ -33,6 +33,7 @@ mod client;
 mod config;
 mod container;
 mod error;
+mod exec;
 mod image;
 pub mod logio;
 pub mod spec;
@@ -51,6 +52,7 @@ pub use container::{
     LABEL_MANAGED, LABEL_SANDBOX, MANAGED_FILTER, SANDBOX_EXTENSION, SANDBOX_META_TYPE_URL,
 };
 pub use error::{ConnectError, deadline_exceeded, map_log_error, map_status};
+pub use exec::{EXEC_DRAIN_TIMEOUT, PROCESS_TYPE_URL};
 pub use image::{ImageConfig, ResolvedImage, chain_id};
 pub use time::unix_nanos;
 pub use update::{LINUX_RESOURCES_TYPE_URL, oci_resources};

@@ -90,6 +90,11 @@ fn settings() -> &'static LogSettings {
     SETTINGS.get_or_init(LogSettings::default)
 }
 
+/// The directory FIFOs of this process live under ([`LogSettings::fifo_root`]).
+pub(crate) fn fifo_root() -> &'static Path {
+    &settings().fifo_root
+}
+
 /// Why a log operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
