@@ -3,6 +3,7 @@
 #
 #   bash scripts/conformance.sh [--focus REGEX]... [--seed N] [--keep] [--out DIR]
 #   bash scripts/conformance.sh --stop          # stop what a --keep run left running
+#   bash scripts/conformance.sh --serve         # start the env and berthd, run no critest
 #
 # Prepares the critest harness (setup.sh into $BERTH_CRITEST_WORK, default /tmp/berth-critest),
 # builds berthd in release mode, starts the harness's env (a private containerd 1.6 with its CRI
@@ -30,6 +31,9 @@
 #   --out DIR       results (report.json, summary.txt, critest.log, berthd.log, proxy-summary.txt);
 #                   default $BERTH_CRITEST_WORK/results/conformance.
 #   --stop          stop berthd and the env a --keep run left, then exit.
+#   --serve         start the env and berthd and leave them running without a critest run
+#                   (scripts/bench-vs-containerd.sh measures berthd beside containerd's CRI
+#                   so); stop them with --stop.
 #
 # Environment:
 #   BERTH_CRITEST_DIR       the harness folder (read only); default <repo>/../shared/critest
@@ -46,7 +50,7 @@ REPO=$(pwd)
 say() { printf 'conformance: %s\n' "$*"; }
 die() { printf 'conformance: ERROR: %s\n' "$*" >&2; exit 1; }
 
-FOCUS=() SKIP=() SEED="" KEEP=0 OUT="" STOP_ONLY=0
+FOCUS=() SKIP=() SEED="" KEEP=0 OUT="" STOP_ONLY=0 SERVE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --focus) FOCUS+=("${2:?--focus needs a REGEX}"); shift 2 ;;
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --out) OUT=${2:?--out needs a DIR}; shift 2 ;;
     --stop) STOP_ONLY=1; shift ;;
+    --serve) SERVE=1; KEEP=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -203,6 +208,11 @@ for _ in $(seq 1 150); do
 done
 [ "$ok" = 1 ] || { tail -n 20 "$B/berthd.log" >&2; die "berthd did not serve crictl pods within 30 s (log: $B/berthd.log)"; }
 say "berthd (pid $BERTHD_PID) serves unix://$BSOCK; started in $((SECONDS - T_BUILD)) s with the env"
+if [ "$SERVE" = 1 ]; then
+  PHASE="serving"
+  say "serving: berthd unix://$BSOCK, containerd's CRI unix://$CRITEST_CONTAINERD_SOCKET (env file $W/env/env.sh)"
+  exit 0
+fi
 
 PHASE="running critest"
 mkdir -p "$OUT"
