@@ -69,6 +69,7 @@ pub fn to_status(error: &ApiError) -> Status {
         ApiError::InvalidArgument { .. } => Code::InvalidArgument,
         ApiError::Service(ServiceError::Stopped) => Code::Unavailable,
         ApiError::Service(ServiceError::Command(e)) => code_of(e.code()),
+        ApiError::Service(ServiceError::Backend(e)) => code_of(e.kind.code()),
         ApiError::Unimplemented { .. } => Code::Unimplemented,
         ApiError::NotConnected { .. } | ApiError::ShuttingDown => Code::Unavailable,
     };

@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod error;
 pub mod server;
 pub mod socket;
+pub mod stats;
 pub mod validate;
 
 /// The runtime name berthd reports in `Version`.

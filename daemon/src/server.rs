@@ -34,6 +34,7 @@ pub struct Runtime {
     config_toml: String,
     connected: OnceLock<Connected>,
     stopping: watch::Sender<bool>,
+    cpu: crate::stats::CpuSamples,
 }
 
 impl Runtime {
@@ -44,6 +45,7 @@ impl Runtime {
             config_toml: config.to_toml(),
             connected: OnceLock::new(),
             stopping: watch::channel(false).0,
+            cpu: crate::stats::CpuSamples::default(),
         })
     }
 
@@ -226,6 +228,68 @@ impl Cri {
         let views = self.rt.service()?.list_containers(filter).await?;
         Ok(cri::ListContainersResponse {
             containers: views.iter().map(convert::container).collect(),
+        })
+    }
+
+    async fn container_stats(
+        &self,
+        req: cri::ContainerStatsRequest,
+    ) -> Result<cri::ContainerStatsResponse, ApiError> {
+        validate::object_id("container_id", "container", &req.container_id)?;
+        let svc = self.rt.service()?;
+        let view = svc.container_status(&req.container_id).await?;
+        let metrics = if view.state == berth_core::ContainerState::Running {
+            svc.task_metrics(vec![view.meta.id.clone()]).await?
+        } else {
+            Vec::new()
+        };
+        let m = metrics.iter().find(|m| m.id == view.meta.id.as_str());
+        Ok(cri::ContainerStatsResponse {
+            stats: Some(crate::stats::container_stats(&view, m, &self.rt.cpu)),
+        })
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: cri::ListContainerStatsRequest,
+    ) -> Result<cri::ListContainerStatsResponse, ApiError> {
+        let filter = req.filter.as_ref().map(|f| cri::ContainerFilter {
+            id: f.id.clone(),
+            state: None,
+            pod_sandbox_id: f.pod_sandbox_id.clone(),
+            label_selector: f.label_selector.clone(),
+        });
+        let filter = validate::container_filter(filter.as_ref())?;
+        let everything = filter == ContainerFilter::default();
+        let svc = self.rt.service()?;
+        let views = svc.list_containers(filter).await?;
+        let running: Vec<_> = views
+            .iter()
+            .filter(|v| v.state == berth_core::ContainerState::Running)
+            .map(|v| v.meta.id.clone())
+            .collect();
+        let metrics = match (running.is_empty(), everything) {
+            (true, _) => Vec::new(),
+            // One call for every task rather than a filter naming each.
+            (false, true) => svc.task_metrics(Vec::new()).await?,
+            (false, false) => svc.task_metrics(running).await?,
+        };
+        if everything {
+            let alive: Vec<String> = views.iter().map(|v| v.meta.id.to_string()).collect();
+            self.rt.cpu.retain(&alive);
+        }
+        let by_id: HashMap<&str, &berth_backend::TaskMetrics> =
+            metrics.iter().map(|m| (m.id.as_str(), m)).collect();
+        Ok(cri::ListContainerStatsResponse {
+            stats: views
+                .iter()
+                .map(|v| {
+                    let m = (v.state == berth_core::ContainerState::Running)
+                        .then(|| by_id.get(v.meta.id.as_str()).copied())
+                        .flatten();
+                    crate::stats::container_stats(v, m, &self.rt.cpu)
+                })
+                .collect(),
         })
     }
 
@@ -588,16 +652,22 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats", "berth collects no statistics yet")
+        reply(
+            "ContainerStats",
+            Cri::container_stats(self, req.into_inner()).await,
+        )
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats", "berth collects no statistics yet")
+        reply(
+            "ListContainerStats",
+            Cri::list_container_stats(self, req.into_inner()).await,
+        )
     }
 
     async fn pod_sandbox_stats(

@@ -293,6 +293,7 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
             Request::CheckInvariants(reply) => {
                 drop(reply.send(Ok(m.check_invariants().map_err(|e| e.to_string()))))
             }
+            Request::TaskMetrics(ids, reply) => self.spawn_metrics(ids, reply),
             Request::NewContainerId(reply) => {
                 let id = loop {
                     if let Ok(id) = ContainerId::new(random_id(&mut self.rng))
@@ -314,6 +315,25 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 drop(reply.send(Ok(id)));
             }
         }
+    }
+
+    /// Samples task metrics off the driver loop, under the call deadline: a read the core
+    /// has no part in (no state changes, nothing to recover).
+    fn spawn_metrics(&self, ids: Vec<ContainerId>, reply: Reply<Vec<berth_backend::TaskMetrics>>) {
+        let backend = self.backend.clone();
+        let timeout = self.config.call_timeout;
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(timeout, backend.task_metrics(&ids)).await {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::new(
+                    BackendErrorKind::DeadlineExceeded,
+                    "Tasks.Metrics",
+                    ids.first().map_or("", ContainerId::as_str),
+                    format!("no answer within {timeout:?}"),
+                )),
+            };
+            let _ = reply.send(result.map_err(ServiceError::Backend));
+        });
     }
 
     /// Hands a command to the machine; its reply comes back as an effect.
@@ -354,6 +374,7 @@ fn reject(request: Request) {
         Request::NewContainerId(r) => drop(r.send(Err(e))),
         Request::NewSandboxId(r) => drop(r.send(Err(e))),
         Request::CheckInvariants(r) => drop(r.send(Err(e))),
+        Request::TaskMetrics(_, r) => drop(r.send(Err(e))),
     }
 }
 

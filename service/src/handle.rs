@@ -24,6 +24,9 @@ pub(crate) enum Request {
     NewContainerId(Reply<ContainerId>),
     NewSandboxId(Reply<SandboxId>),
     CheckInvariants(Reply<Result<(), String>>),
+    /// Resource usage of these containers' tasks (all when empty), straight from the
+    /// backend: a read, not a lifecycle step.
+    TaskMetrics(Vec<ContainerId>, Reply<Vec<berth_backend::TaskMetrics>>),
 }
 
 /// Commands that take an existing object's id.
@@ -67,6 +70,16 @@ impl ServiceHandle {
             Response::SandboxCreated(id) => Ok(id),
             _ => Err(ServiceError::Stopped),
         }
+    }
+
+    /// The resource usage of the tasks of `ids` (every task when empty), sampled now by the
+    /// backend (containerd `Tasks.Metrics`) under the call deadline. Containers without a
+    /// task are left out; a backend failure is [`ServiceError::Backend`].
+    pub async fn task_metrics(
+        &self,
+        ids: Vec<ContainerId>,
+    ) -> Result<Vec<berth_backend::TaskMetrics>, ServiceError> {
+        self.ask(|r| Request::TaskMetrics(ids, r)).await
     }
 
     /// StopPodSandbox (unknown ids succeed).

@@ -72,6 +72,9 @@ pub enum ServiceError {
     /// The service has shut down.
     #[error("berth service is not running")]
     Stopped,
+    /// A read that goes to containerd without a lifecycle step (stats) failed.
+    #[error(transparent)]
+    Backend(#[from] berth_core::BackendError),
 }
 
 /// Entry point.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta,
     ExitStatus, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError,
-    Target, TaskState,
+    Target, TaskMetrics, TaskState,
 };
 use tokio::time::Instant;
 
@@ -381,6 +381,12 @@ impl<B: Backend> Backend for ProbedBackend<B> {
             })
             .await?;
         Ok(listing.0)
+    }
+    async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call("Tasks.Metrics", "", d, self.inner.task_metrics(ids))
+            .await
     }
 }
 

@@ -37,6 +37,32 @@ pub struct Listing {
     pub containers: Vec<Listed<ContainerMeta>>,
 }
 
+/// A task's resource usage at one moment (containerd `Tasks.Metrics`), as CRI stats report
+/// it (docs/containerd-behaviour.md §11). Counters are cumulative since the task started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskMetrics {
+    /// The containerd id (a container's, or a sandbox's pause container).
+    pub id: String,
+    /// When the sample was taken (unix ns).
+    pub timestamp: i64,
+    /// CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory in use (cgroup usage), in bytes.
+    pub memory_usage_bytes: u64,
+    /// The working set: usage minus inactive file pages (0 if negative), in bytes.
+    pub memory_working_set_bytes: u64,
+    /// The limit minus the working set, when a limit is set.
+    pub memory_available_bytes: Option<u64>,
+    /// Anonymous memory (RSS), in bytes.
+    pub memory_rss_bytes: u64,
+    /// Page faults.
+    pub page_faults: u64,
+    /// Major page faults.
+    pub major_page_faults: u64,
+    /// Processes the kernel killed for running out of memory in the task's cgroup.
+    pub oom_kills: u64,
+}
+
 /// The containerd operations berth needs. Every method but [`Backend::wait_task`] must
 /// return within a deadline (the implementation's or the caller's).
 #[async_trait]
@@ -80,6 +106,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError>;
     /// Lists every record carrying berth's label.
     async fn list(&self) -> Result<Listing, BackendError>;
+    /// Samples the resource usage of the tasks of `ids` (every task when empty). A container
+    /// without a task is left out of the answer, not an error.
+    async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError>;
 }
 
 /// Runs one [`Call`] on a backend and shapes its result for the core.

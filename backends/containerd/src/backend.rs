@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, ContainerId, ContainerMeta, ExitStatus, Listing, Resources, ResourcesOf,
-    SandboxMeta, Target, TaskState,
+    SandboxMeta, Target, TaskMetrics, TaskState,
 };
 
 use crate::client::Client;
@@ -162,5 +162,9 @@ impl Backend for ContainerdBackend {
 
     async fn list(&self) -> Result<Listing, BackendError> {
         self.list_records().await
+    }
+
+    async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError> {
+        self.metrics_of(ids).await
     }
 }

@@ -36,6 +36,7 @@ mod error;
 mod exec;
 mod image;
 pub mod logio;
+mod metrics;
 pub mod spec;
 pub mod store;
 mod task;
@@ -54,5 +55,6 @@ pub use container::{
 pub use error::{ConnectError, deadline_exceeded, map_log_error, map_status};
 pub use exec::{EXEC_DRAIN_TIMEOUT, PROCESS_TYPE_URL};
 pub use image::{ImageConfig, ResolvedImage, chain_id};
+pub use metrics::{CGROUPS_V1_METRICS, CGROUPS_V2_METRICS, MetricsError, decode_metrics};
 pub use time::unix_nanos;
 pub use update::{LINUX_RESOURCES_TYPE_URL, oci_resources};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, Listing,
-    Resources, ResourcesOf, SandboxMeta, Target, TaskState,
+    Resources, ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
 };
 use berth_core::SandboxId;
 use rand::rngs::SmallRng;
@@ -784,5 +784,17 @@ impl Backend for SimBackend {
         let lat = self.inner.cfg.latency.list;
         self.call("Containers.List", "", lat, |m, _| Ok(m.list()))
             .await
+    }
+
+    async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError> {
+        let lat = self.inner.cfg.latency.task_status;
+        let target = match ids {
+            [one] => one.as_str().to_owned(),
+            _ => String::new(),
+        };
+        self.call("Tasks.Metrics", &target, lat, |m, now| {
+            Ok(m.task_metrics(ids, now))
+        })
+        .await
     }
 }

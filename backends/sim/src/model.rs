@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use berth_backend::{
-    BackendError, BackendErrorKind, ContainerMeta, ExitStatus, Listed, Listing, Resources,
-    SandboxMeta, TaskState,
+    BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, Listed, Listing,
+    Resources, SandboxMeta, TaskMetrics, TaskState,
 };
 use berth_core::{SIGKILL, SandboxId, Target};
 use tokio::time::Instant;
@@ -721,6 +721,56 @@ impl Model {
             ));
         }
         Ok(())
+    }
+
+    /// `Tasks.Metrics` of the tasks of `ids` (every task when empty): a running process uses
+    /// 1 % of a CPU from its start and the memory of its plan (4 MiB when the plan names
+    /// none), limited by its task's limit; a task whose process the kernel OOM-killed counts
+    /// that kill. Containers without a task are left out.
+    pub fn task_metrics(&self, ids: &[ContainerId], now: Instant) -> Vec<TaskMetrics> {
+        const MIB: u64 = 1 << 20;
+        let wall = self.clock.wall_of(now);
+        self.tasks
+            .values()
+            .filter(|t| ids.is_empty() || ids.iter().any(|id| id.as_str() == t.target.as_str()))
+            .map(|t| {
+                let ran_until = match t.proc {
+                    Proc::Stopped(exit) => exit.exited_at,
+                    _ => wall,
+                };
+                let ran = if t.started_at > 0 {
+                    u64::try_from(ran_until - t.started_at).unwrap_or(0)
+                } else {
+                    0
+                };
+                let used = match t.proc {
+                    Proc::Running { .. } => u64::from(t.plan.memory_mib.max(4)) * MIB,
+                    _ => 0,
+                };
+                let limit = t
+                    .resources
+                    .as_ref()
+                    .map_or(0, |r| u64::try_from(r.memory_limit_in_bytes).unwrap_or(0));
+                let usage = if limit > 0 { used.min(limit) } else { used };
+                let oom_kills = self
+                    .exits
+                    .iter()
+                    .filter(|e| e.task == t.seq && e.cause == ExitCause::OomKilled)
+                    .count() as u64;
+                TaskMetrics {
+                    id: t.target.as_str().to_owned(),
+                    timestamp: wall,
+                    cpu_usage_ns: ran / 100,
+                    memory_usage_bytes: usage,
+                    memory_working_set_bytes: usage,
+                    memory_available_bytes: (limit > 0).then(|| limit - usage),
+                    memory_rss_bytes: usage,
+                    page_faults: 0,
+                    major_page_faults: 0,
+                    oom_kills,
+                }
+            })
+            .collect()
     }
 
     /// `Tasks.Get`: a missing record or task is a state, not an error.

@@ -791,6 +791,10 @@ async fn a_memory_limit_below_the_process_use_oom_kills_it_as_the_update_lands()
         .unwrap()
         .cause;
     assert_eq!(cause, ExitCause::OomKilled);
+    // Tasks.Metrics counts the kill; a stopped task uses no memory.
+    let m = sim.task_metrics(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!((m[0].oom_kills, m[0].memory_usage_bytes), (1, 0));
     // No limit at all never kills.
     run(&sim, "p1", "c2", plan).await;
     let id2 = berth_core::ContainerId::new("c2").unwrap();
@@ -801,4 +805,15 @@ async fn a_memory_limit_below_the_process_use_oom_kills_it_as_the_update_lands()
         sim.task_status(&ct("c2")).await.unwrap(),
         TaskState::Running { .. }
     ));
+    // A running task: its plan's memory, CPU growing with time; unknown ids are left out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let nobody = berth_core::ContainerId::new("nobody").unwrap();
+    let m = sim.task_metrics(&[id2.clone(), nobody]).await.unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].id, "c2");
+    assert_eq!(m[0].memory_usage_bytes, 96 << 20);
+    assert!(m[0].cpu_usage_ns >= 20_000_000, "{:?}", m[0]);
+    assert_eq!(m[0].oom_kills, 0);
+    let all = sim.task_metrics(&[]).await.unwrap();
+    assert!(all.iter().any(|t| t.id == "c2") && all.iter().any(|t| t.id == "p1"));
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, Listing,
-    LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskState,
+    LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskMetrics,
+    TaskState,
 };
 use berth_core::ContainerState;
 use tokio::sync::Semaphore;
@@ -207,6 +208,10 @@ impl<B: Backend> Backend for GatedBackend<B> {
     async fn list(&self) -> Result<Listing, BackendError> {
         self.knobs.list.pass().await;
         self.inner.list().await
+    }
+
+    async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError> {
+        self.inner.task_metrics(ids).await
     }
 }
 
