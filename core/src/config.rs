@@ -45,12 +45,22 @@ pub enum PlantedBug {
     /// StopContainer sends SIGKILL at once whatever its grace period: a process that would
     /// have handled its stop signal ends with 137 instead of its own exit code.
     StopKillsAtOnce,
+    /// StopPodSandbox kills the pod's containers but answers once the pause task is dead,
+    /// without waiting for their exits to be durable: the reply says the pod is stopped
+    /// while berth still shows a container RUNNING, and a crash right after it can leave
+    /// one running (docs/architecture.md §3.7).
+    StopPodRepliesBeforeExits,
+    /// Recovery of an EXITED record whose task still exists (a crash after the exit was
+    /// persisted, before the task was deleted) watches the task, as for a running
+    /// container, instead of deleting it: the task survives, and a wait stays armed on a
+    /// container whose exit is already recorded (docs/recovery.md).
+    RecoveryWatchesExitedTask,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -58,6 +68,8 @@ impl PlantedBug {
         PlantedBug::WatchArmedBeforeRecorded,
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
+        PlantedBug::StopPodRepliesBeforeExits,
+        PlantedBug::RecoveryWatchesExitedTask,
     ];
 }
 

@@ -293,6 +293,7 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
             Request::CheckInvariants(reply) => {
                 drop(reply.send(Ok(m.check_invariants().map_err(|e| e.to_string()))))
             }
+            Request::ArmedWaits(reply) => drop(reply.send(Ok(m.armed_waits()))),
             Request::NewContainerId(reply) => {
                 let id = loop {
                     if let Ok(id) = ContainerId::new(random_id(&mut self.rng))
@@ -354,6 +355,7 @@ fn reject(request: Request) {
         Request::NewContainerId(r) => drop(r.send(Err(e))),
         Request::NewSandboxId(r) => drop(r.send(Err(e))),
         Request::CheckInvariants(r) => drop(r.send(Err(e))),
+        Request::ArmedWaits(r) => drop(r.send(Err(e))),
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use berth_core::{
     Command, ContainerConfig, ContainerId, Event, Resources, Response, SandboxConfig, SandboxId,
+    Target,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -24,6 +25,7 @@ pub(crate) enum Request {
     NewContainerId(Reply<ContainerId>),
     NewSandboxId(Reply<SandboxId>),
     CheckInvariants(Reply<Result<(), String>>),
+    ArmedWaits(Reply<Vec<Target>>),
 }
 
 /// Commands that take an existing object's id.
@@ -167,6 +169,13 @@ impl ServiceHandle {
     /// recovery once the state exists.
     pub async fn check_invariants(&self) -> Result<Result<(), String>, ServiceError> {
         self.ask(Request::CheckInvariants).await
+    }
+
+    /// The objects the core waits on now ([`berth_core::Machine::armed_waits`]: a
+    /// `Tasks.Wait` outstanding or a re-sync of a broken one), for tests and the
+    /// simulator's checkers; answered even during recovery once the state exists.
+    pub async fn armed_waits(&self) -> Result<Vec<Target>, ServiceError> {
+        self.ask(Request::ArmedWaits).await
     }
 
     /// The CRI event stream (created, started, stopped, deleted). A slow receiver misses
