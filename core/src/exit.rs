@@ -436,6 +436,8 @@ impl Machine {
                 let id = id.clone();
                 self.resume_remove_after_cleanup(&id);
                 self.answer_stops_after_cleanup(&id);
+                // A pod stop waits for a lingering task of its containers too.
+                self.progress_sandbox_of(&id);
             }
         }
     }

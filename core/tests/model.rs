@@ -731,6 +731,22 @@ fn regressions() {
             Stop(0, false),
             ExecuteAll,
         ]),
+        // A start whose RUNNING write failed and whose rollback could not delete the task
+        // (the background delete retrying): a StopPodSandbox was acknowledged while that
+        // process still ran (sim seed 1001659).
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            FailPersists(1, false),
+            Fail(6, 0),
+            Fail(6, 0),
+            Start(0),
+            ExecuteAll,
+            StopPod(0),
+            ExecuteAll,
+        ],
         // A RemovePodSandbox whose container's SIGKILL timed out: the exit was later
         // recorded as lost (255) although the process had exited 137.
         vec![

@@ -107,6 +107,11 @@ impl Machine {
             } else if matches!(c.state(), ContainerState::Running | ContainerState::Unknown) {
                 busy |= !early;
                 self.begin_stop(cid, Duration::ZERO);
+            } else if c.task_lingers() {
+                // A task a failed start's rollback could not delete may still run (CREATED,
+                // or EXITED "StartError"): stopped once the background delete (with kill)
+                // is done, as StopContainer waits for it (sim seed 1001659).
+                busy = true;
             }
         }
         if busy {

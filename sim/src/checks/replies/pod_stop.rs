@@ -152,7 +152,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            err.contains("RUNNING after its stop was acknowledged"),
+            err.contains("RUNNING after the stop of its pod was acknowledged"),
             "{err}"
         );
         assert!(m2.task_started("c1").is_err());
