@@ -49,12 +49,22 @@ pub enum PlantedBug {
     /// instead of after the update's write: two writes of one record in flight, and the
     /// later-landing one (the exit's, without the new limits) may undo the other.
     ExitNotHeldBehindUpdate,
+    /// StopPodSandbox kills the pod's containers but answers once the pause task is dead,
+    /// without waiting for their exits to be durable: the reply says the pod is stopped
+    /// while berth still shows a container RUNNING, and a crash right after it can leave
+    /// one running (docs/architecture.md §3.7).
+    StopPodRepliesBeforeExits,
+    /// Recovery of an EXITED record whose task still exists (a crash after the exit was
+    /// persisted, before the task was deleted) watches the task, as for a running
+    /// container, instead of deleting it: the task survives, and a wait stays armed on a
+    /// container whose exit is already recorded (docs/recovery.md).
+    RecoveryWatchesExitedTask,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -63,6 +73,8 @@ impl PlantedBug {
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
         PlantedBug::ExitNotHeldBehindUpdate,
+        PlantedBug::StopPodRepliesBeforeExits,
+        PlantedBug::RecoveryWatchesExitedTask,
     ];
 }
 

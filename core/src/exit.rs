@@ -98,6 +98,21 @@ impl Machine {
         }
     }
 
+    /// The planted bug `RecoveryWatchesExitedTask`: a `Tasks.Wait` on the target whatever
+    /// its state (bypassing the rule that a finished container is never watched).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) fn planted_watch(&mut self, target: &Target) {
+        let op = self.call(
+            ExitStep::Wait {
+                target: target.clone(),
+            },
+            Call::WaitTask(target.clone()),
+        );
+        if let Some(lane) = self.lane_mut(target, LaneKind::Watch) {
+            *lane = Lane::InFlight(op);
+        }
+    }
+
     fn on_wait(&mut self, target: Target, result: Result<CallResult, BackendError>) {
         let Some(lane) = self.lane_mut(&target, LaneKind::Watch) else {
             return;
@@ -427,6 +442,8 @@ impl Machine {
                 let id = id.clone();
                 self.resume_remove_after_cleanup(&id);
                 self.answer_stops_after_cleanup(&id);
+                // A pod stop waits for a lingering task of its containers too.
+                self.progress_sandbox_of(&id);
             }
         }
     }

@@ -358,6 +358,37 @@ impl Machine {
         self.name_conflicts.iter().map(String::as_str)
     }
 
+    /// The objects berth waits on now: a `Tasks.Wait` of theirs is outstanding, or their
+    /// exit watch is re-syncing after a broken wait (in flight or waiting to retry). In
+    /// target order, each once. A settled machine waits on no EXITED container and no
+    /// NotReady sandbox: their exits are recorded, nothing more can come (the simulator's
+    /// `exited` check and the core's property test hold it to that).
+    pub fn armed_waits(&self) -> Vec<Target> {
+        let mut armed: BTreeSet<Target> = self
+            .steps
+            .values()
+            .filter_map(|s| match s {
+                Step::Exit(ExitStep::Wait { target } | ExitStep::Resync { target, .. }) => {
+                    Some(target.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        armed.extend(
+            self.containers
+                .values()
+                .filter(|c| !c.watch.is_idle())
+                .map(Container::target),
+        );
+        armed.extend(
+            self.sandboxes
+                .values()
+                .filter(|s| !s.watch.is_idle())
+                .map(Sandbox::target),
+        );
+        armed.into_iter().collect()
+    }
+
     /// Number of operations waiting for an outcome.
     pub fn outstanding(&self) -> usize {
         self.steps.len()

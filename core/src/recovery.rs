@@ -298,6 +298,14 @@ impl Machine {
             return;
         };
         if d.cleanup {
+            #[cfg(feature = "planted-bugs")]
+            if self
+                .config
+                .has_bug(crate::config::PlantedBug::RecoveryWatchesExitedTask)
+            {
+                self.planted_watch(&target);
+                return;
+            }
             self.schedule_cleanup(&target);
         }
         if let Some(exit) = d.exit {

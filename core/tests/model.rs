@@ -117,12 +117,20 @@ struct Model {
     reopens: BTreeMap<ContainerId, usize>,
     /// A promise broken while a command was being sent (reported by the next check).
     broken: Option<String>,
+    /// Commands sent so far (numbers each request as it is sent).
+    sent_no: u64,
+    /// The number of each request.
+    sent_at: BTreeMap<RequestId, u64>,
+    /// The number of the last StartContainer sent, per container.
+    start_sent: BTreeMap<ContainerId, u64>,
 }
 
 fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
+    m.sent_no += 1;
     match &c {
         Command::StartContainer(id) => {
             m.stopped.remove(id);
+            m.start_sent.insert(id.clone(), m.sent_no);
         }
         Command::RemoveContainer(id) => {
             m.removals.insert(id.to_string());
@@ -134,6 +142,7 @@ fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c:
     }
     let req = w.command(c);
     m.sent.insert(req, (kind.to_owned(), id));
+    m.sent_at.insert(req, m.sent_no);
 }
 
 fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
@@ -225,7 +234,7 @@ fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
         Op::StopPod(p) => send(
             w,
             m,
-            "stopp",
+            &format!("stopp:{}", pname(*p)),
             None,
             Command::StopPodSandbox(SandboxId::new(pname(*p)).unwrap()),
         ),
@@ -367,6 +376,33 @@ fn check_step(w: &FakeNode, m: &mut Model) -> Result<(), String> {
                     return Err(format!(
                         "{req}: reopen of {id} acked {acked} times, applied {done} times to a running task"
                     ));
+                }
+            }
+            ("stopp", true, None) => {
+                // Every container of the pod is stopped, and stays stopped (through any
+                // crash) until a start of it is sent: those whose last start was sent
+                // before this stop.
+                let sent = m.sent_at.get(&req).copied().unwrap_or(0);
+                for c in w.machine.containers() {
+                    let id = c.meta().id.clone();
+                    if c.meta().sandbox_id.as_str() != pod
+                        || m.start_sent.get(&id).is_some_and(|s| *s > sent)
+                    {
+                        continue;
+                    }
+                    if c.state() == ContainerState::Running {
+                        return Err(format!(
+                            "{req}: stop of pod {pod} acked but its container {id} is RUNNING"
+                        ));
+                    }
+                    if let Some(FakeTask::Running(pid)) =
+                        w.tasks.get(&Target::Container(id.clone()))
+                    {
+                        return Err(format!(
+                            "{req}: stop of pod {pod} acked but the process {pid} of its container {id} still runs"
+                        ));
+                    }
+                    m.stopped.insert(id);
                 }
             }
             ("remove", true, Some(id)) => {
@@ -534,6 +570,36 @@ fn check_truth(w: &FakeNode, m: &Model) -> Result<(), String> {
             }
         }
     }
+    // An EXITED container's exit is recorded: no task of it survives the heal (a stray
+    // one found by recovery is deleted), and nothing waits on it; nor on a NotReady
+    // sandbox or on an object berth does not hold.
+    for c in w.machine.containers() {
+        let target = Target::Container(c.meta().id.clone());
+        if c.state() == ContainerState::Exited
+            && let Some(task) = w.tasks.get(&target)
+        {
+            return Err(format!(
+                "{target} is EXITED but its task survived the heal: {task:?}"
+            ));
+        }
+    }
+    for target in w.machine.armed_waits() {
+        let finished = match &target {
+            Target::Container(id) => w
+                .machine
+                .container(id)
+                .is_none_or(|c| c.state() == ContainerState::Exited),
+            Target::Sandbox(id) => w
+                .machine
+                .sandbox(id)
+                .is_none_or(|s| s.state() == SandboxState::NotReady),
+        };
+        if finished {
+            return Err(format!(
+                "a wait is armed on {target} after the heal, although its exit is recorded (or it is gone)"
+            ));
+        }
+    }
     for (target, task) in &w.tasks {
         if matches!(task, FakeTask::Stopped(_)) {
             continue;
@@ -665,6 +731,22 @@ fn regressions() {
             Stop(0, false),
             ExecuteAll,
         ]),
+        // A start whose RUNNING write failed and whose rollback could not delete the task
+        // (the background delete retrying): a StopPodSandbox was acknowledged while that
+        // process still ran (sim seed 1001659).
+        vec![
+            RunPod(0),
+            ExecuteAll,
+            Create(0, 0),
+            ExecuteAll,
+            FailPersists(1, false),
+            Fail(6, 0),
+            Fail(6, 0),
+            Start(0),
+            ExecuteAll,
+            StopPod(0),
+            ExecuteAll,
+        ],
         // A RemovePodSandbox whose container's SIGKILL timed out: the exit was later
         // recorded as lost (255) although the process had exited 137.
         vec![

@@ -294,6 +294,7 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
                 drop(reply.send(Ok(m.check_invariants().map_err(|e| e.to_string()))))
             }
             Request::TaskMetrics(ids, reply) => self.spawn_metrics(ids, reply),
+            Request::ArmedWaits(reply) => drop(reply.send(Ok(m.armed_waits()))),
             Request::NewContainerId(reply) => {
                 let id = loop {
                     if let Ok(id) = ContainerId::new(random_id(&mut self.rng))
@@ -375,6 +376,7 @@ fn reject(request: Request) {
         Request::NewSandboxId(r) => drop(r.send(Err(e))),
         Request::CheckInvariants(r) => drop(r.send(Err(e))),
         Request::TaskMetrics(_, r) => drop(r.send(Err(e))),
+        Request::ArmedWaits(r) => drop(r.send(Err(e))),
     }
 }
 

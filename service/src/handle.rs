@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use berth_core::{
     Command, ContainerConfig, ContainerId, Event, Resources, Response, SandboxConfig, SandboxId,
+    Target,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -27,6 +28,7 @@ pub(crate) enum Request {
     /// Resource usage of these containers' tasks (all when empty), straight from the
     /// backend: a read, not a lifecycle step.
     TaskMetrics(Vec<ContainerId>, Reply<Vec<berth_backend::TaskMetrics>>),
+    ArmedWaits(Reply<Vec<Target>>),
 }
 
 /// Commands that take an existing object's id.
@@ -180,6 +182,13 @@ impl ServiceHandle {
     /// recovery once the state exists.
     pub async fn check_invariants(&self) -> Result<Result<(), String>, ServiceError> {
         self.ask(Request::CheckInvariants).await
+    }
+
+    /// The objects the core waits on now ([`berth_core::Machine::armed_waits`]: a
+    /// `Tasks.Wait` outstanding or a re-sync of a broken one), for tests and the
+    /// simulator's checkers; answered even during recovery once the state exists.
+    pub async fn armed_waits(&self) -> Result<Vec<Target>, ServiceError> {
+        self.ask(Request::ArmedWaits).await
     }
 
     /// The CRI event stream (created, started, stopped, deleted). A slow receiver misses

@@ -458,10 +458,14 @@ impl Client {
         }
     }
 
-    /// StopPodSandbox, retried until it succeeds.
+    /// StopPodSandbox, retried until it succeeds; then every container of the pod is
+    /// stopped (the reply model checks containerd now, and berth's view of each at once;
+    /// sometimes berth is killed right after the reply, and the promise must hold after
+    /// the restart too).
     async fn stop_pod(&mut self, pod: &SandboxId) {
         for attempt in 0.. {
             let inc = self.w.incarnation().await;
+            let seq = lock(&self.w.model).sent_stop_pod(pod);
             let r = self
                 .killing(
                     graceful::Request::StopPod,
@@ -471,6 +475,18 @@ impl Client {
                 )
                 .await;
             if r.is_ok() {
+                let w = &self.w;
+                let acked =
+                    lock(&w.model).acked_stop_pod(pod, seq, |id| w.sim.truth_of(id.as_str()));
+                match acked {
+                    Err(v) => w.fail(v),
+                    Ok(members) => {
+                        w.crash_after_reply("stop_pod", pod.as_str());
+                        for id in &members {
+                            w.observe(id).await;
+                        }
+                    }
+                }
                 return;
             }
             self.pause(attempt).await;

@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::checks::{exits, graceful, invariants, leaks, stuck, truth, write_order};
+use crate::checks::{exited, exits, graceful, invariants, leaks, stuck, truth, write_order};
 use crate::probe::CRASH_TARGETS;
 use crate::shape::{FaultSwitch, Shape};
 use crate::world::{Incarnation, SimWorld, berth_main, lock};
@@ -104,11 +104,22 @@ async fn chaos(w: &Arc<SimWorld>, handle: &Handle, node: &NodeHandle) {
         .map(|ms| w.epoch + Duration::from_millis(ms))
         .collect();
     let mut observed_no = 0;
+    // Crashes a client asked for right after a reply draw from a stream of their own.
+    let mut asked_rng = SmallRng::seed_from_u64(w.seed ^ CHAOS_STREAM ^ 0xA5CE);
     while Instant::now() < end && !w.has_failed() {
         let tick = Instant::now() + Duration::from_millis(rng.gen_range(100..1500));
         let next = crashes.front().map_or(tick, |c| (*c).min(tick)).min(end);
-        tokio::time::sleep_until(next).await;
-        if crashes.front().is_some_and(|c| *c <= Instant::now()) {
+        let asked = tokio::select! {
+            biased;
+            () = w.crash_asked.notified() => true,
+            () = tokio::time::sleep_until(next) => false,
+        };
+        if asked {
+            let power = w.shape.faults.allows(FaultSwitch::PowerLoss) && asked_rng.gen_bool(0.5);
+            w.crash(handle, node, power);
+            tokio::time::sleep(Duration::from_millis(asked_rng.gen_range(0..3000))).await;
+            w.restart(handle, node);
+        } else if crashes.front().is_some_and(|c| *c <= Instant::now()) {
             crashes.pop_front();
             let power = w.shape.faults.allows(FaultSwitch::PowerLoss) && rng.gen_bool(0.5);
             // Half the crashes are aimed: just before, or just after the effect of, the next
@@ -182,12 +193,18 @@ async fn settled_checks(
         return Err(vec![v]);
     }
     let (views, pods) = lists(&inc).await.map_err(|e| vec![e])?;
+    let armed = inc.svc.armed_waits().await.map_err(|e| {
+        vec![format!(
+            "the armed waits could not be read after the heal: {e}"
+        )]
+    })?;
     let mut bad = Vec::new();
     if let Err(v) = invariants::names_bijective(&views, &pods) {
         bad.push(v);
     }
     let truth = w.sim.truth();
     let disk = sweep.then(|| w.disk.cached());
+    bad.extend(exited::exited_is_settled(&views, &pods, &truth, &armed));
     bad.extend(truth::cri_matches_truth(&views, &pods, &truth));
     {
         let model = lock(&w.model);

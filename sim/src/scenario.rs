@@ -409,6 +409,7 @@ fn retryable(e: &berth_service::ServiceError) -> bool {
     match e {
         ServiceError::Stopped => true,
         ServiceError::Command(c) => c.code() == berth_core::ErrorCode::Unavailable,
+        ServiceError::Backend(b) => b.kind.code() == berth_core::ErrorCode::Unavailable,
     }
 }
 

@@ -212,6 +212,11 @@ pub struct Shape {
     pub faults: FaultMask,
     /// The planted bug switched on (`SIM_BUG`).
     pub bug: Option<Bug>,
+    /// Each pod a client stops is stopped as soon as its own containers' steps are done,
+    /// in the middle of the client's day (during the chaos, where berth may be killed
+    /// right after the reply), rather than at its end (`SIM_POD_STOPS=early`; `late` is the
+    /// default).
+    pub early_pod_stops: bool,
 }
 
 impl Default for Shape {
@@ -225,6 +230,7 @@ impl Default for Shape {
             chaos_secs: 60,
             faults: FaultMask::ALL,
             bug: None,
+            early_pod_stops: false,
         }
     }
 }
@@ -258,7 +264,8 @@ impl Shape {
 
     /// A shape drawn from `seed` (swarm testing over shapes, as the fault plan is over
     /// fault kinds): 1–6 clients, 1–50 containers, 0–12 berth crashes in 5–60 s of chaos,
-    /// with `base`'s fault mask and planted bug. Small crash-dense runs and crowded ones
+    /// with `base`'s fault mask and planted bug, pods stopped early in half of them (a draw
+    /// of its own, so that the other draws stay what they were). Small crash-dense runs and crowded ones
     /// find what the default shape reaches only rarely (seeds 164976, 1366646, 2073281 were
     /// found in such shapes). The same seed always draws the same shape, and a failure's
     /// replay line spells it out.
@@ -274,6 +281,8 @@ impl Shape {
             chaos_secs: rng.gen_range(5..=60),
             faults: base.faults,
             bug: base.bug,
+            early_pod_stops: rand::rngs::SmallRng::seed_from_u64(seed ^ SWARM_STREAM ^ 0x9D5)
+                .gen_bool(0.5),
         }
     }
 
@@ -300,6 +309,17 @@ impl Shape {
             chaos_secs: parse_var(get, "SIM_CHAOS_SECS", base.chaos_secs)?,
             faults: parse_var(get, "SIM_FAULTS", base.faults)?,
             bug,
+            early_pod_stops: match get("SIM_POD_STOPS").as_deref().map(str::trim) {
+                None | Some("") => base.early_pod_stops,
+                Some("early") => true,
+                Some("late") => false,
+                Some(v) => {
+                    return Err(ShapeError::Value {
+                        var: "SIM_POD_STOPS",
+                        value: v.to_owned(),
+                    });
+                }
+            },
         })
     }
 
@@ -320,6 +340,9 @@ impl Shape {
             "SIM_CLIENTS={} SIM_CONTAINERS={} SIM_PODS={} SIM_CRASHES={} SIM_CHAOS_SECS={} SIM_FAULTS={}",
             self.clients, self.containers, self.pods, self.crashes, self.chaos_secs, self.faults
         );
+        if self.early_pod_stops {
+            s.push_str(" SIM_POD_STOPS=early");
+        }
         if let Some(bug) = self.bug {
             s.push_str(&format!(" SIM_BUG={}", bug.name()));
         }
@@ -415,6 +438,7 @@ mod tests {
                 .len()
         };
         assert_eq!(distinct(|s| s.clients), 6);
+        assert_eq!(distinct(|s| usize::from(s.early_pod_stops)), 2);
         assert_eq!(distinct(|s| s.crashes), 13);
         assert!(distinct(|s| s.containers) > 40);
     }
@@ -449,5 +473,25 @@ mod tests {
         };
         assert_eq!(tiny.normalized().clients, 1);
         assert_eq!(tiny.normalized().pods, 1);
+        // Early pod stops are spelled out, and read back.
+        let early = Shape {
+            early_pod_stops: true,
+            ..Shape::default()
+        };
+        assert!(early.env().contains("SIM_POD_STOPS=early"));
+        assert!(!Shape::default().env().contains("SIM_POD_STOPS"));
+        let vars: std::collections::BTreeMap<String, String> = early
+            .env()
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let back = Shape::from_vars(Shape::default(), &|k| vars.get(k).cloned()).unwrap();
+        assert_eq!(back, early);
+        assert!(
+            Shape::from_vars(Shape::default(), &|k| (k == "SIM_POD_STOPS")
+                .then(|| "soon".to_owned()))
+            .is_err()
+        );
     }
 }

@@ -260,6 +260,7 @@ mod tests {
             chaos_secs: 5,
             faults: crate::shape::FaultMask::NONE,
             bug: None,
+            early_pod_stops: false,
         };
         assert!(candidates(&tiny).is_empty());
     }

@@ -39,6 +39,9 @@ const MEMORY_STREAM: u64 = 0x3E30_0000_5EED_0007;
 /// it, and such an update has the process OOM-killed while the update is in flight.
 const MEMORY_USE: &[u16] = &[24, 48, 96, 200];
 
+/// Stream constant of where an early pod stop goes ([`Shape::early_pod_stops`]).
+const EARLY_STOP_STREAM: u64 = 0xEA21_57A9_0000_0008;
+
 /// Exit codes of a process shutting down on SIGTERM: neither 137 nor 143, so that a kill
 /// or an unhandled signal cannot pass for them.
 const TERM_CODES: &[i32] = &[3, 64];
@@ -127,6 +130,25 @@ pub fn container_config(name: &str) -> ContainerConfig {
         command: vec!["sleep".to_owned(), "1000".to_owned()],
         log_path: format!("{name}.log"),
         ..ContainerConfig::default()
+    }
+}
+
+/// The container a step is about, if any.
+fn step_container(step: &ClientStep) -> Option<usize> {
+    match *step {
+        ClientStep::Create(i)
+        | ClientStep::Start(i)
+        | ClientStep::StartStopRace(i, _)
+        | ClientStep::Stop(i, _)
+        | ClientStep::Remove(i)
+        | ClientStep::Status(i)
+        | ClientStep::Update(i, _)
+        | ClientStep::ReopenLog(i) => Some(i),
+        ClientStep::RunPod(_)
+        | ClientStep::List
+        | ClientStep::StopPod(_)
+        | ClientStep::RemovePod(_)
+        | ClientStep::Think(_) => None,
     }
 }
 
@@ -265,9 +287,39 @@ impl Workload {
                 )));
             }
             // The end of a client's day: some of its pods stopped or removed with whatever
-            // still runs in them.
+            // still runs in them. With early pod stops, a pod is stopped as soon as the
+            // steps of its own containers are done (mid-day, during the chaos).
             for (i, _) in pods.iter().enumerate().filter(|(_, p)| p.client == client) {
                 match rng.gen_range(0..10) {
+                    0 | 1 if shape.early_pod_stops => {
+                        // After a step of its own containers drawn from a stream of its
+                        // own; their later steps are dropped (kubelet does not start or
+                        // resize containers of a pod it stopped).
+                        let own: Vec<usize> = (0..merged.len())
+                            .filter(|at| {
+                                step_container(&merged[*at]).is_some_and(|c| containers[c].pod == i)
+                            })
+                            .collect();
+                        let at = if own.is_empty() {
+                            merged
+                                .iter()
+                                .position(|s| *s == ClientStep::RunPod(i))
+                                .map_or(merged.len(), |at| at + 1)
+                        } else {
+                            let mut pick = SmallRng::seed_from_u64(
+                                seed ^ EARLY_STOP_STREAM
+                                    ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                            );
+                            own[pick.gen_range(0..own.len())] + 1
+                        };
+                        let later: Vec<ClientStep> = merged.split_off(at);
+                        merged.push(ClientStep::StopPod(i));
+                        merged.extend(
+                            later.into_iter().filter(|s| {
+                                step_container(s).is_none_or(|c| containers[c].pod != i)
+                            }),
+                        );
+                    }
                     0 | 1 => merged.push(ClientStep::StopPod(i)),
                     2 | 3 => merged.push(ClientStep::RemovePod(i)),
                     _ => {}
@@ -315,6 +367,62 @@ mod tests {
             assert!(matches!(script[0], ClientStep::RunPod(p) if a.pods[p].client == k));
         }
         assert!(a.requests() > 150, "{}", a.requests());
+    }
+
+    #[test]
+    fn early_pod_stops_come_after_the_pods_own_steps() {
+        let mut moved = 0;
+        for seed in 0..20 {
+            let late = Workload::generate(seed, &Shape::default());
+            let early = Workload::generate(
+                seed,
+                &Shape {
+                    early_pod_stops: true,
+                    ..Shape::default()
+                },
+            );
+            let sorted = |w: &Workload| {
+                let mut all: Vec<String> = w
+                    .scripts
+                    .iter()
+                    .flatten()
+                    .map(|s| format!("{s:?}"))
+                    .collect();
+                all.sort();
+                all
+            };
+            // The same steps, but the pod stops moved and some of their pods' steps after
+            // them dropped.
+            let (late_steps, early_steps) = (sorted(&late), sorted(&early));
+            let mut rest = late_steps.clone();
+            for s in &early_steps {
+                let at = rest.iter().position(|x| x == s);
+                assert!(at.is_some(), "seed {seed}: {s} is new");
+                rest.remove(at.unwrap_or(0));
+            }
+            assert!(
+                rest.iter()
+                    .all(|s| !s.starts_with("StopPod") && !s.starts_with("RunPod")),
+                "seed {seed}: {rest:?}"
+            );
+            for script in &early.scripts {
+                for (at, step) in script.iter().enumerate() {
+                    let ClientStep::StopPod(p) = *step else {
+                        continue;
+                    };
+                    assert!(
+                        script[at..]
+                            .iter()
+                            .all(|s| step_container(s).is_none_or(|c| early.containers[c].pod != p)),
+                        "seed {seed}: pod {p} stopped before a step of its own containers"
+                    );
+                    // Moved into the day: a request of another pod follows it.
+                    moved +=
+                        usize::from(script[at + 1..].iter().any(|s| step_container(s).is_some()));
+                }
+            }
+        }
+        assert!(moved > 5, "only {moved} pod stops moved into the day");
     }
 
     #[test]

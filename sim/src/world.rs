@@ -21,6 +21,8 @@ use berth_service::{
 };
 use berth_simbackend::{DiskConfig, FaultPlan, SimBackend, SimConfig, SimDisk};
 use madsim::runtime::{Handle, NodeHandle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -84,6 +86,11 @@ pub(crate) struct SimWorld {
     trigger: Arc<Trigger>,
     /// The requests that may kill a container's process, for the graceful-stop check.
     pub kills: Mutex<graceful::Requests>,
+    /// Woken when a client asks for a crash right after a reply
+    /// ([`SimWorld::crash_after_reply`]); the chaos loop kills berth then.
+    pub crash_asked: tokio::sync::Notify,
+    /// Replies after which a crash was considered (numbers the draws).
+    reply_crashes: AtomicU64,
     /// The berth node and the client tasks: stopped at the end of the run, because a task
     /// left pending holds the world (through the simulated containerd's wakers) in a cycle
     /// that would leak every seed's memory.
@@ -147,6 +154,8 @@ impl SimWorld {
             checked_at: AtomicU64::new(u64::MAX),
             trigger: Arc::new(Trigger::default()),
             kills: Mutex::new(graceful::Requests::default()),
+            crash_asked: tokio::sync::Notify::new(),
+            reply_crashes: AtomicU64::new(0),
             ends: Mutex::new((None, Vec::new())),
             shape,
         }
@@ -308,6 +317,30 @@ impl SimWorld {
         let _ = tokio::time::timeout(within, self.trigger.notify.notified()).await;
     }
 
+    /// A client got an OK for a request whose promise must hold through a crash right
+    /// after its reply (`what`, e.g. a pod stop): during the chaos phase of a shape with
+    /// crashes, half the time (draws of a stream of their own, so that the rest of the run's
+    /// draws stay as they were) berth is killed right there, before it does anything else
+    /// of note (an extra crash, on top of the shape's).
+    pub fn crash_after_reply(&self, what: &str, object: &str) {
+        if self.shape.crashes == 0
+            || self.epoch.elapsed() >= Duration::from_secs(self.shape.chaos_secs)
+            || self.has_failed()
+        {
+            return;
+        }
+        let n = self.reply_crashes.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rng = SmallRng::seed_from_u64(
+            self.seed ^ REPLY_CRASH_STREAM ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        if rng.gen_bool(0.5) {
+            self.event("harness", "crash_after_reply", object, 0, || {
+                what.to_owned()
+            });
+            self.crash_asked.notify_one();
+        }
+    }
+
     /// Keeps the berth node and the client tasks for [`SimWorld::stop_tasks`].
     pub fn hold_tasks(&self, node: NodeHandle, clients: Vec<madsim::task::AbortHandle>) {
         *lock(&self.ends) = (Some(node), clients);
@@ -371,6 +404,9 @@ impl SimWorld {
         false
     }
 }
+
+/// Stream constant of the crash-after-reply draws ([`SimWorld::crash_after_reply`]).
+const REPLY_CRASH_STREAM: u64 = 0x2E71_0C2A_5000_0007;
 
 /// Runs whose world is still alive: 0 once every run has returned (a leak check: a task
 /// left pending at the end of a run would keep its world, and every seed's memory, alive).

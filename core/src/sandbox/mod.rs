@@ -87,6 +87,13 @@ impl Machine {
             .map(|c| c.meta.id.clone())
             .collect();
         // 1. every container of the pod stopped, its exit durable.
+        #[cfg(feature = "planted-bugs")]
+        let early = !s.removing
+            && self
+                .config
+                .has_bug(crate::config::PlantedBug::StopPodRepliesBeforeExits);
+        #[cfg(not(feature = "planted-bugs"))]
+        let early = false;
         let mut busy = false;
         for cid in &members {
             let Some(c) = self.containers.get_mut(cid) else {
@@ -96,10 +103,15 @@ impl Machine {
                 c.stop_after_start = Some(Duration::ZERO);
                 busy = true;
             } else if c.exit.is_some() || c.guard == Some(Guard::Recovering) {
-                busy = true;
+                busy |= !early;
             } else if matches!(c.state(), ContainerState::Running | ContainerState::Unknown) {
-                busy = true;
+                busy |= !early;
                 self.begin_stop(cid, Duration::ZERO);
+            } else if c.task_lingers() {
+                // A task a failed start's rollback could not delete may still run (CREATED,
+                // or EXITED "StartError"): stopped once the background delete (with kill)
+                // is done, as StopContainer waits for it (sim seed 1001659).
+                busy = true;
             }
         }
         if busy {

@@ -12,8 +12,10 @@
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
 //! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
 //! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
-//! - [`write_order`]: one checkpoint write of a record at a time.
+//! - [`write_order`]: one checkpoint write of a record at a time;
+//! - [`exited`]: an EXITED container keeps no task and nothing waits on it.
 
+pub mod exited;
 pub mod exits;
 pub mod graceful;
 pub mod invariants;

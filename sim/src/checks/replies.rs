@@ -15,6 +15,8 @@
 //!   of crashes, unless a later update was sent;
 //! - a log reopen that returned OK was for a RUNNING container: one whose process ran, not
 //!   stopped (acknowledged), seen EXITED or removed before the reopen was sent.
+//! - a pod stop that returned OK leaves every container of the pod stopped, as a stop of
+//!   each would ([`pod_stop`]).
 //!
 //! Requests, replies and observations are numbered as they happen. A reply is judged against
 //! the requests sent before and after it (a stop acknowledged after a later start was sent
@@ -22,6 +24,8 @@
 //! sent (berth may have answered it before a reply that arrived earlier): the model stays
 //! correct under concurrent clients whose replies arrive in any order. Observations are
 //! made one at a time (the harness serializes them).
+
+mod pod_stop;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +47,8 @@ struct Promise {
     last_start_sent: u64,
     /// When a stop's OK arrived, that stop having been sent after every start sent so far.
     stopped: Option<u64>,
+    /// That stop was a stop of the container's pod ([`pod_stop`]).
+    pod_stopped: bool,
     /// When a start's OK arrived.
     start_acked: Option<u64>,
     /// The tasks (serial numbers) whose start was acknowledged.
@@ -59,6 +65,17 @@ struct Promise {
     /// The latest acknowledged update: its number when sent, when its OK arrived, the
     /// limits.
     update_acked: Option<(u64, u64, Resources)>,
+}
+
+impl Promise {
+    /// Which stop promised the container stopped, for violation messages.
+    fn stop_kind(&self) -> &'static str {
+        if self.pod_stopped {
+            "the stop of its pod"
+        } else {
+            "its stop"
+        }
+    }
 }
 
 /// Did the event numbered `at` happen before the observation numbered `obs` was sent?
@@ -95,6 +112,7 @@ impl Replies {
         let p = self.promise(id);
         p.last_start_sent = seq;
         p.stopped = None;
+        p.pod_stopped = false;
         seq
     }
 
@@ -196,6 +214,7 @@ impl Replies {
         let p = self.promise(id);
         if seq > p.last_start_sent {
             p.stopped = Some(at);
+            p.pod_stopped = false;
             if let Some(t) = &truth.task
                 && matches!(t.state, TaskState::Running { .. })
             {
@@ -375,7 +394,8 @@ impl Replies {
         }
         if now == ContainerState::Running && before(p.stopped, obs) {
             return Err(format!(
-                "container {id} is RUNNING after its stop was acknowledged (no start sent since)"
+                "container {id} is RUNNING after {} was acknowledged (no start sent since)",
+                p.stop_kind()
             ));
         }
         if now == ContainerState::Created && before(p.start_acked, obs) {
@@ -445,10 +465,11 @@ impl Replies {
         let stopped = ContainerId::new(id)
             .ok()
             .and_then(|cid| self.promises.get(&cid))
-            .is_some_and(|p| p.stopped.is_some());
-        if stopped {
+            .filter(|p| p.stopped.is_some());
+        if let Some(p) = stopped {
             return Err(format!(
-                "container {id}: its stop was acknowledged (no start sent since) but berth started a task of it again"
+                "container {id}: {} was acknowledged (no start sent since) but berth started a task of it again",
+                p.stop_kind()
             ));
         }
         Ok(())
