@@ -45,12 +45,16 @@ pub enum PlantedBug {
     /// StopContainer sends SIGKILL at once whatever its grace period: a process that would
     /// have handled its stop signal ends with 137 instead of its own exit code.
     StopKillsAtOnce,
+    /// Recovery's orphan sweep (berth-service) takes a container whose metadata could not
+    /// be read for one containerd does not know, and removes its checkpoint directory: a
+    /// transient read error loses the container's record for good.
+    UnreadableMetaSwept,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -58,6 +62,7 @@ impl PlantedBug {
         PlantedBug::WatchArmedBeforeRecorded,
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
+        PlantedBug::UnreadableMetaSwept,
     ];
 }
 

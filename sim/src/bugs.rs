@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Seven live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Eight live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
@@ -42,11 +42,14 @@ pub enum CoreBug {
     RecoveryWriteFailureSkips,
     /// `StopKillsAtOnce`.
     StopKillsAtOnce,
+    /// `UnreadableMetaSwept` (in berth-service's recovery, switched through the core's
+    /// config).
+    UnreadableMetaSwept,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 7] = [
+    pub const ALL: [CoreBug; 8] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -54,6 +57,7 @@ impl CoreBug {
         CoreBug::WatchArmedBeforeRecorded,
         CoreBug::RecoveryWriteFailureSkips,
         CoreBug::StopKillsAtOnce,
+        CoreBug::UnreadableMetaSwept,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -68,13 +72,14 @@ impl CoreBug {
             CoreBug::WatchArmedBeforeRecorded => P::WatchArmedBeforeRecorded,
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
             CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
+            CoreBug::UnreadableMetaSwept => P::UnreadableMetaSwept,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -82,6 +87,7 @@ impl Bug {
         Bug::Core(CoreBug::WatchArmedBeforeRecorded),
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
         Bug::Core(CoreBug::StopKillsAtOnce),
+        Bug::Core(CoreBug::UnreadableMetaSwept),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -99,6 +105,7 @@ impl Bug {
             Bug::Core(CoreBug::WatchArmedBeforeRecorded) => "watch_armed_before_recorded",
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
             Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
+            Bug::Core(CoreBug::UnreadableMetaSwept) => "unreadable_meta_swept",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

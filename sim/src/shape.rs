@@ -50,11 +50,13 @@ pub enum FaultSwitch {
     PowerLoss,
     /// Exits reach berth late (after the process ended, while berth goes on).
     LateExit,
+    /// Listings at recovery report a container's metadata as unreadable (transiently).
+    MetaRead,
 }
 
 impl FaultSwitch {
     /// Every kind, in bit order.
-    pub const ALL: [FaultSwitch; 18] = [
+    pub const ALL: [FaultSwitch; 19] = [
         FaultSwitch::Unavailable,
         FaultSwitch::DeadlineExceeded,
         FaultSwitch::Other,
@@ -73,6 +75,7 @@ impl FaultSwitch {
         FaultSwitch::ExitNow,
         FaultSwitch::PowerLoss,
         FaultSwitch::LateExit,
+        FaultSwitch::MetaRead,
     ];
 
     fn bit(self) -> u32 {
@@ -100,6 +103,7 @@ impl FaultSwitch {
             FaultSwitch::ExitNow => "exit_now",
             FaultSwitch::PowerLoss => "power_loss",
             FaultSwitch::LateExit => "late_exit",
+            FaultSwitch::MetaRead => "meta_read",
         }
     }
 }
@@ -380,7 +384,7 @@ mod tests {
         assert_eq!(m.to_string().parse::<FaultMask>(), Ok(m));
         assert_eq!(
             FaultMask::ALL.without(FaultSwitch::Hang).kinds().count(),
-            17
+            18
         );
         assert!("bogus".parse::<FaultMask>().is_err());
     }
@@ -435,7 +439,7 @@ mod tests {
             "SIM_CLIENTS=3",
             "SIM_CONTAINERS=50",
             "SIM_CRASHES=5",
-            "SIM_FAULTS=0x3ffff",
+            "SIM_FAULTS=0x7ffff",
             "--cfg madsim",
             "--test sim replay",
         ] {

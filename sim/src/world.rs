@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bugs::Bug;
-use crate::checks::{graceful, invariants, replies::Replies, write_order};
+use crate::checks::{graceful, invariants, replies::Replies, sweep, write_order};
 use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
@@ -80,6 +80,8 @@ pub(crate) struct SimWorld {
     pub requests: AtomicU64,
     /// Trace length at the last invariant check.
     checked_at: AtomicU64,
+    /// How many of the disk's orphan-sweep removals the sweep check has judged.
+    sweeps_checked: AtomicU64,
     /// The supervisor's aimed crash point.
     trigger: Arc<Trigger>,
     /// The requests that may kill a container's process, for the graceful-stop check.
@@ -145,6 +147,7 @@ impl SimWorld {
             last_request: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             checked_at: AtomicU64::new(u64::MAX),
+            sweeps_checked: AtomicU64::new(0),
             trigger: Arc::new(Trigger::default()),
             kills: Mutex::new(graceful::Requests::default()),
             ends: Mutex::new((None, Vec::new())),
@@ -277,6 +280,16 @@ impl SimWorld {
         }
         if !self.has_failed() {
             self.check(write_order::one_write_at_a_time(&self.disk.overlaps()));
+        }
+        let swept = self.disk.swept_count() as u64;
+        if !self.has_failed() && self.sweeps_checked.swap(swept, Ordering::SeqCst) != swept {
+            let truth = self.sim.truth();
+            let bad = sweep::known_checkpoints_kept(&self.disk.swept(), |id| {
+                truth.records.get(id).map(|r| r.created_at)
+            });
+            if let Some(v) = bad.into_iter().next() {
+                self.fail(v);
+            }
         }
     }
 
@@ -421,6 +434,7 @@ fn fault_plan(seed: u64, mask: FaultMask) -> FaultPlan {
     off(FaultSwitch::ShimDeath, &mut p.chaos.shim_death);
     off(FaultSwitch::ExitNow, &mut p.chaos.exit_now);
     off(FaultSwitch::LateExit, &mut p.calls.late_exit);
+    off(FaultSwitch::MetaRead, &mut p.calls.meta_read);
     p
 }
 

@@ -782,7 +782,20 @@ impl Backend for SimBackend {
 
     async fn list(&self) -> Result<Listing, BackendError> {
         let lat = self.inner.cfg.latency.list;
-        self.call("Containers.List", "", lat, |m, _| Ok(m.list()))
-            .await
+        let mut listing = self
+            .call("Containers.List", "", lat, |m, _| Ok(m.list()))
+            .await?;
+        let mut s = self.state();
+        let rate = s.faults.calls.meta_read;
+        if rate > 0.0 {
+            let now = Instant::now();
+            for l in &mut listing.containers {
+                if l.meta.is_ok() && s.rng.gen_bool(rate.min(1.0)) {
+                    s.record(FaultKind::MetaRead, "Containers.List", &l.id, now);
+                    l.meta = Err("injected: reading the metadata extension failed (EIO)".into());
+                }
+            }
+        }
+        Ok(listing)
     }
 }

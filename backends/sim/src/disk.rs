@@ -107,6 +107,15 @@ impl std::fmt::Display for Overlap {
     }
 }
 
+/// A directory recovery's orphan sweep removed ([`SimDisk::swept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The directory's name (a container id).
+    pub id: String,
+    /// When its removal began (unix ns).
+    pub at: i64,
+}
+
 /// What a crash did to the disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashReport {
@@ -140,6 +149,8 @@ struct DiskState {
     next_busy: u64,
     /// Every operation that began while another one of the same record was in flight.
     overlaps: Vec<Overlap>,
+    /// Every `remove_orphan` that began, in order.
+    swept: Vec<Swept>,
     /// What the store (berth's process, not the disk) knows: container directories whose
     /// entry in `containers/` it made durable. Gone with the process at a crash.
     durable_dirs: BTreeSet<String>,
@@ -537,6 +548,7 @@ impl SimDisk {
                 busy: BTreeMap::new(),
                 next_busy: 1,
                 overlaps: Vec::new(),
+                swept: Vec::new(),
                 durable_dirs: BTreeSet::new(),
                 next_dir: 1,
                 next_ino: 1,
@@ -654,6 +666,17 @@ impl SimDisk {
     /// record was still in flight, in order.
     pub fn overlaps(&self) -> Vec<Overlap> {
         self.state().overlaps.clone()
+    }
+
+    /// Every directory recovery's orphan sweep began to remove
+    /// ([`CheckpointStore::remove_orphan`]), in order, over the whole run (crashes included).
+    pub fn swept(&self) -> Vec<Swept> {
+        self.state().swept.clone()
+    }
+
+    /// How many directories the orphan sweep began to remove (cheap; see [`SimDisk::swept`]).
+    pub fn swept_count(&self) -> usize {
+        self.state().swept.len()
     }
 
     /// Marks `what` of `id`'s record in flight, noting an overlap if one already is.
@@ -830,6 +853,14 @@ impl CheckpointStore for SimDisk {
                 what: "remove_orphan",
                 path: path_of(name, None),
                 message: format!("refused: {e}"),
+            });
+        }
+        {
+            let mut s = self.state();
+            let at = s.clock.now_wall();
+            s.swept.push(Swept {
+                id: name.to_owned(),
+                at,
             });
         }
         self.remove_dir("remove_orphan", name).await

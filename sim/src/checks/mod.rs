@@ -12,7 +12,9 @@
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
 //! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
 //! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
-//! - [`write_order`]: one checkpoint write of a record at a time.
+//! - [`write_order`]: one checkpoint write of a record at a time;
+//! - [`sweep`]: recovery's orphan sweep keeps the checkpoint of every container containerd
+//!   knows.
 
 pub mod exits;
 pub mod graceful;
@@ -20,6 +22,7 @@ pub mod invariants;
 pub mod leaks;
 pub mod replies;
 pub mod stuck;
+pub mod sweep;
 pub mod truth;
 pub mod write_order;
 
