@@ -49,12 +49,15 @@ pub enum PlantedBug {
     /// be read for one containerd does not know, and removes its checkpoint directory: a
     /// transient read error loses the container's record for good.
     UnreadableMetaSwept,
+    /// The task delete that follows a durable exit finds the task gone (its shim died) and
+    /// takes that for a lost exit: 255 "Unknown" replaces the exit berth already recorded.
+    GoneTaskOverwritesExit,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -63,6 +66,7 @@ impl PlantedBug {
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
         PlantedBug::UnreadableMetaSwept,
+        PlantedBug::GoneTaskOverwritesExit,
     ];
 }
 

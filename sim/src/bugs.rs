@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Eight live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Nine live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
@@ -45,11 +45,13 @@ pub enum CoreBug {
     /// `UnreadableMetaSwept` (in berth-service's recovery, switched through the core's
     /// config).
     UnreadableMetaSwept,
+    /// `GoneTaskOverwritesExit`.
+    GoneTaskOverwritesExit,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 8] = [
+    pub const ALL: [CoreBug; 9] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -58,6 +60,7 @@ impl CoreBug {
         CoreBug::RecoveryWriteFailureSkips,
         CoreBug::StopKillsAtOnce,
         CoreBug::UnreadableMetaSwept,
+        CoreBug::GoneTaskOverwritesExit,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -73,13 +76,14 @@ impl CoreBug {
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
             CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
             CoreBug::UnreadableMetaSwept => P::UnreadableMetaSwept,
+            CoreBug::GoneTaskOverwritesExit => P::GoneTaskOverwritesExit,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -88,6 +92,7 @@ impl Bug {
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
         Bug::Core(CoreBug::StopKillsAtOnce),
         Bug::Core(CoreBug::UnreadableMetaSwept),
+        Bug::Core(CoreBug::GoneTaskOverwritesExit),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -106,6 +111,7 @@ impl Bug {
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
             Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
             Bug::Core(CoreBug::UnreadableMetaSwept) => "unreadable_meta_swept",
+            Bug::Core(CoreBug::GoneTaskOverwritesExit) => "gone_task_overwrites_exit",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

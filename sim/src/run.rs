@@ -199,6 +199,7 @@ async fn settled_checks(
     bad.extend(stuck::nothing_removing(&views));
     bad.extend(graceful::stop_signal_first(&truth.signals, &lock(&w.kills)));
     bad.extend(write_order::one_write_at_a_time(&w.disk.overlaps()).err());
+    bad.extend(w.judge_first_exits());
     bad.extend(sweep::known_checkpoints_kept(&w.disk.swept(), |id| {
         truth.records.get(id).map(|r| r.created_at)
     }));

@@ -52,11 +52,13 @@ pub enum FaultSwitch {
     LateExit,
     /// Listings at recovery report a container's metadata as unreadable (transiently).
     MetaRead,
+    /// A container's shim dies as berth begins recording its exit.
+    ExitRace,
 }
 
 impl FaultSwitch {
     /// Every kind, in bit order.
-    pub const ALL: [FaultSwitch; 19] = [
+    pub const ALL: [FaultSwitch; 20] = [
         FaultSwitch::Unavailable,
         FaultSwitch::DeadlineExceeded,
         FaultSwitch::Other,
@@ -76,6 +78,7 @@ impl FaultSwitch {
         FaultSwitch::PowerLoss,
         FaultSwitch::LateExit,
         FaultSwitch::MetaRead,
+        FaultSwitch::ExitRace,
     ];
 
     fn bit(self) -> u32 {
@@ -104,6 +107,7 @@ impl FaultSwitch {
             FaultSwitch::PowerLoss => "power_loss",
             FaultSwitch::LateExit => "late_exit",
             FaultSwitch::MetaRead => "meta_read",
+            FaultSwitch::ExitRace => "exit_race",
         }
     }
 }
@@ -384,7 +388,7 @@ mod tests {
         assert_eq!(m.to_string().parse::<FaultMask>(), Ok(m));
         assert_eq!(
             FaultMask::ALL.without(FaultSwitch::Hang).kinds().count(),
-            18
+            19
         );
         assert!("bogus".parse::<FaultMask>().is_err());
     }
@@ -439,7 +443,7 @@ mod tests {
             "SIM_CLIENTS=3",
             "SIM_CONTAINERS=50",
             "SIM_CRASHES=5",
-            "SIM_FAULTS=0x7ffff",
+            "SIM_FAULTS=0xfffff",
             "--cfg madsim",
             "--test sim replay",
         ] {

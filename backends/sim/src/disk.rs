@@ -116,6 +116,20 @@ pub struct Swept {
     pub at: i64,
 }
 
+/// A container record berth made durable (an acknowledged write) or found (a load by
+/// recovery) ([`SimDisk::records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The container.
+    pub id: String,
+    /// When the write was acknowledged or the load answered (unix ns).
+    pub at: i64,
+    /// The record.
+    pub status: Status,
+    /// Found by a load (else written).
+    pub loaded: bool,
+}
+
 /// What a crash did to the disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashReport {
@@ -151,6 +165,8 @@ struct DiskState {
     overlaps: Vec<Overlap>,
     /// Every `remove_orphan` that began, in order.
     swept: Vec<Swept>,
+    /// Every record acknowledged as written or loaded, in order.
+    records: Vec<Recorded>,
     /// What the store (berth's process, not the disk) knows: container directories whose
     /// entry in `containers/` it made durable. Gone with the process at a crash.
     durable_dirs: BTreeSet<String>,
@@ -549,6 +565,7 @@ impl SimDisk {
                 next_busy: 1,
                 overlaps: Vec::new(),
                 swept: Vec::new(),
+                records: Vec::new(),
                 durable_dirs: BTreeSet::new(),
                 next_dir: 1,
                 next_ino: 1,
@@ -677,6 +694,27 @@ impl SimDisk {
     /// How many directories the orphan sweep began to remove (cheap; see [`SimDisk::swept`]).
     pub fn swept_count(&self) -> usize {
         self.state().swept.len()
+    }
+
+    /// The records berth made durable (acknowledged writes) or found (loads) from the
+    /// `from`-th on, in order, over the whole run (crashes included).
+    pub fn records_from(&self, from: usize) -> Vec<Recorded> {
+        self.state()
+            .records
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    fn note(&self, id: &ContainerId, status: &Status, loaded: bool) {
+        let mut s = self.state();
+        let at = s.clock.now_wall();
+        s.records.push(Recorded {
+            id: id.as_str().to_owned(),
+            at,
+            status: status.clone(),
+            loaded,
+        });
     }
 
     /// Marks `what` of `id`'s record in flight, noting an overlap if one already is.
@@ -816,7 +854,9 @@ impl SimDisk {
 impl CheckpointStore for SimDisk {
     async fn write(&self, id: &ContainerId, status: &Status) -> Result<(), StoreError> {
         self.write_bytes(id.as_str(), berth_core::encode_checkpoint(status))
-            .await
+            .await?;
+        self.note(id, status, false);
+        Ok(())
     }
 
     async fn delete(&self, id: &ContainerId) -> Result<(), StoreError> {
@@ -828,10 +868,13 @@ impl CheckpointStore for SimDisk {
         match bytes {
             None => Err(LoadError::Missing { id: id.clone() }),
             Some(bytes) => {
-                berth_core::decode_checkpoint(&bytes).map_err(|error| LoadError::Corrupt {
-                    id: id.clone(),
-                    error,
-                })
+                let status =
+                    berth_core::decode_checkpoint(&bytes).map_err(|error| LoadError::Corrupt {
+                        id: id.clone(),
+                        error,
+                    })?;
+                self.note(id, &status, true);
+                Ok(status)
             }
         }
     }

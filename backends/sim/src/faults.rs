@@ -127,6 +127,11 @@ pub struct ChaosRates {
     pub shim_death: f64,
     /// A running process exits on its own, now.
     pub exit_now: f64,
+    /// Per exit berth begins to record (a checkpoint write carrying an exit,
+    /// [`crate::SimBackend::exit_race`]): the shim of that container dies right then, so
+    /// whatever looks at the task next (the task delete after the exit, a re-sync, recovery)
+    /// finds it gone, a conflicting observation of an exit already being recorded.
+    pub exit_race: f64,
     /// Longest containerd outage.
     pub max_down: Duration,
 }
@@ -138,6 +143,7 @@ impl ChaosRates {
             containerd_restart: 0.0,
             shim_death: 0.0,
             exit_now: 0.0,
+            exit_race: 0.0,
             max_down: Duration::from_secs(5),
         }
     }
@@ -223,6 +229,7 @@ impl FaultPlan {
             containerd_restart: pick(CHAOS),
             shim_death: pick(CHAOS),
             exit_now: pick(CHAOS),
+            exit_race: 0.0,
             max_down: Duration::from_millis([500, 5000, 20_000][rng.gen_range(0..3)]),
         };
         let mut calls = calls;
@@ -236,6 +243,11 @@ impl FaultPlan {
         if meta.gen_bool(0.5) {
             calls.meta_read = [0.02, 0.1, 0.25][meta.gen_range(0..3)];
         }
+        let mut chaos = chaos;
+        let mut race = SmallRng::seed_from_u64(seed ^ EXIT_RACE_STREAM);
+        if race.gen_bool(0.5) {
+            chaos.exit_race = [0.02, 0.1][race.gen_range(0..2)];
+        }
         FaultPlan { calls, disk, chaos }
     }
 }
@@ -245,6 +257,9 @@ const LATE_EXIT_STREAM: u64 = 0x4c41_5445_5f45_5849;
 
 /// Stream constant of [`CallFaults::meta_read`]'s draw.
 const META_READ_STREAM: u64 = 0x4d45_5441_5f52_4541;
+
+/// Stream constant of [`ChaosRates::exit_race`]'s draw.
+const EXIT_RACE_STREAM: u64 = 0x4558_4954_5f52_4143;
 
 /// A kind of injected fault or chaos event, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -289,11 +304,13 @@ pub enum FaultKind {
     ProcessCrash,
     /// A listing reported a container record's metadata as unreadable.
     MetaRead,
+    /// A shim died while berth was recording an exit of one of its tasks.
+    ExitRace,
 }
 
 impl FaultKind {
     /// Every kind, in order.
-    pub const ALL: [FaultKind; 20] = [
+    pub const ALL: [FaultKind; 21] = [
         FaultKind::Unavailable,
         FaultKind::DeadlineExceeded,
         FaultKind::Other,
@@ -314,6 +331,7 @@ impl FaultKind {
         FaultKind::PowerLoss,
         FaultKind::ProcessCrash,
         FaultKind::MetaRead,
+        FaultKind::ExitRace,
     ];
 
     /// A short snake_case name for reports.
@@ -339,6 +357,7 @@ impl FaultKind {
             FaultKind::PowerLoss => "power_loss",
             FaultKind::ProcessCrash => "process_crash",
             FaultKind::MetaRead => "meta_read",
+            FaultKind::ExitRace => "exit_race",
         }
     }
 }

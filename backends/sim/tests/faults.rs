@@ -348,6 +348,7 @@ async fn chaos_draws_restarts_shim_deaths_and_exits() {
             containerd_restart: restart,
             shim_death: shim,
             exit_now: exit,
+            exit_race: 0.0,
             max_down: Duration::from_secs(1),
         },
         ..FaultPlan::none()
@@ -544,5 +545,52 @@ fn metadata_read_faults_are_on_in_about_half_the_plans_with_a_rate_from_the_menu
     assert!(
         (60..140).contains(&on),
         "meta reads on in {on} of 200 plans"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_race_kills_the_shim_of_a_task_whose_exit_is_being_recorded() {
+    let sim = sim(7);
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::exit(Duration::ZERO, 3)).await;
+    assert_eq!(sim.wait_task(&ct("c1")).await.unwrap().code, 3);
+    assert!(sim.exit_race(&ct("c1")).is_none(), "off in the none plan");
+    let mut plan = FaultPlan::none();
+    plan.chaos.exit_race = 1.0;
+    sim.set_faults(plan);
+    assert!(
+        sim.exit_race(&ct("nope")).is_none(),
+        "no task, no shim to kill"
+    );
+    let death = sim.exit_race(&ct("c1")).expect("the race is on");
+    assert_eq!(
+        death.lost,
+        vec![ct("c1")],
+        "the stopped task's status died with it"
+    );
+    assert_eq!(sim.fault_counts().get(FaultKind::ExitRace), 1);
+    // The conflicting observation: the task is gone, and its real exit is marked lost.
+    assert_eq!(
+        sim.task_status(&ct("c1")).await.unwrap(),
+        TaskState::NotFound
+    );
+    assert!(
+        sim.truth()
+            .last_exit("c1")
+            .is_some_and(|e| e.shim_died && e.code == 3)
+    );
+}
+
+#[test]
+fn exit_races_are_on_in_about_half_the_plans_with_a_rate_from_the_menu() {
+    let mut on = 0;
+    for seed in 0..200 {
+        let rate = FaultPlan::from_seed(seed).chaos.exit_race;
+        assert!([0.0, 0.02, 0.1].contains(&rate), "seed {seed}: {rate}");
+        on += usize::from(rate > 0.0);
+    }
+    assert!(
+        (60..140).contains(&on),
+        "exit races on in {on} of 200 plans"
     );
 }

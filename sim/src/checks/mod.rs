@@ -9,6 +9,7 @@
 //! - [`truth`]: the CRI view against containerd's truth (state, pid, exit code and time),
 //!   and a restart that changes nothing;
 //! - [`exits`]: no exit lost;
+//! - [`first_exit`]: the first exit berth made durable is a real one and is never replaced;
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
 //! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
 //! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
@@ -17,6 +18,7 @@
 //!   knows.
 
 pub mod exits;
+pub mod first_exit;
 pub mod graceful;
 pub mod invariants;
 pub mod leaks;
