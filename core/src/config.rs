@@ -59,12 +59,19 @@ pub enum PlantedBug {
     /// container, instead of deleting it: the task survives, and a wait stays armed on a
     /// container whose exit is already recorded (docs/recovery.md).
     RecoveryWatchesExitedTask,
+    /// Recovery's orphan sweep (berth-service) takes a container whose metadata could not
+    /// be read for one containerd does not know, and removes its checkpoint directory: a
+    /// transient read error loses the container's record for good.
+    UnreadableMetaSwept,
+    /// The task delete that follows a durable exit finds the task gone (its shim died) and
+    /// takes that for a lost exit: 255 "Unknown" replaces the exit berth already recorded.
+    GoneTaskOverwritesExit,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -75,6 +82,8 @@ impl PlantedBug {
         PlantedBug::ExitNotHeldBehindUpdate,
         PlantedBug::StopPodRepliesBeforeExits,
         PlantedBug::RecoveryWatchesExitedTask,
+        PlantedBug::UnreadableMetaSwept,
+        PlantedBug::GoneTaskOverwritesExit,
     ];
 }
 

@@ -408,11 +408,22 @@ impl Machine {
         attempt: u32,
         result: Result<CallResult, BackendError>,
     ) {
+        #[cfg(feature = "planted-bugs")]
+        let gone_overwrites = self
+            .config
+            .has_bug(crate::config::PlantedBug::GoneTaskOverwritesExit);
         let Some(lane) = self.lane_mut(&target, LaneKind::Cleanup) else {
             return;
         };
         match result {
             Ok(_) => *lane = Lane::Idle,
+            #[cfg(feature = "planted-bugs")]
+            Err(e) if e.is_not_found() && gone_overwrites => {
+                *lane = Lane::Idle;
+                if let Target::Container(id) = &target {
+                    self.overwrite_with_lost_exit(id.clone());
+                }
+            }
             Err(e) if e.is_not_found() => *lane = Lane::Idle,
             Err(_) => {
                 *lane = Lane::Backoff {
@@ -445,6 +456,42 @@ impl Machine {
                 // A pod stop waits for a lingering task of its containers too.
                 self.progress_sandbox_of(&id);
             }
+        }
+    }
+
+    /// Planted bug `GoneTaskOverwritesExit`: the recorded exit is replaced by a lost one
+    /// (255 "Unknown") and written.
+    #[cfg(feature = "planted-bugs")]
+    fn overwrite_with_lost_exit(&mut self, id: ContainerId) {
+        let now = self.wall();
+        let Some(c) = self.containers.get_mut(&id) else {
+            return;
+        };
+        if c.exit.is_some()
+            || c.state() != ContainerState::Exited
+            || c.status.reason == crate::status::UNKNOWN_REASON
+        {
+            return;
+        }
+        let lost = ExitStatus::lost(now);
+        let mut forgotten = c.status.clone();
+        forgotten.finished_at = 0;
+        let status = forgotten.with_exit(lost);
+        c.exit = Some(PendingExit {
+            exit: lost,
+            lane: Lane::Idle,
+        });
+        let op = self.persist(
+            ExitStep::Persist {
+                id: id.clone(),
+                attempt: 0,
+                status: status.clone(),
+            },
+            &id,
+            PersistAction::Write(status),
+        );
+        if let Some(p) = self.containers.get_mut(&id).and_then(|c| c.exit.as_mut()) {
+            p.lane = Lane::InFlight(op);
         }
     }
 

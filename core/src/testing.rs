@@ -56,6 +56,10 @@ pub struct FakeNode {
     pub now: Now,
     /// Durable checkpoints.
     pub disk: BTreeMap<ContainerId, Status>,
+    /// What berth made durable or found, in order: a write acknowledged (`Some`), each
+    /// record recovery loads (`Some`), a record removed (`None`, by berth or by the orphan
+    /// sweep). A failed write that landed anyway counts only once recovery loads it.
+    pub disk_log: Vec<(ContainerId, Option<Status>)>,
     /// containerd records and the metadata stored with them.
     pub records: BTreeMap<Target, RecordMeta>,
     /// Tasks by owner.
@@ -121,6 +125,7 @@ impl FakeNode {
             machine: Machine::new(config, now),
             now,
             disk: BTreeMap::new(),
+            disk_log: Vec::new(),
             records: BTreeMap::new(),
             tasks: BTreeMap::new(),
             orphans: Vec::new(),
@@ -526,9 +531,13 @@ impl FakeNode {
         if apply {
             match action {
                 PersistAction::Write(s) => {
+                    if !fail {
+                        self.disk_log.push((id.clone(), Some(s.clone())));
+                    }
                     self.disk.insert(id.clone(), s);
                 }
                 PersistAction::Delete => {
+                    self.disk_log.push((id.clone(), None));
                     self.disk.remove(&id);
                 }
             }
@@ -638,8 +647,17 @@ impl FakeNode {
         let input = self.recovery_input(observe);
         // The driver's orphan sweep: checkpoints without a containerd record go.
         let records = &self.records;
-        self.disk
-            .retain(|id, _| records.contains_key(&Target::Container(id.clone())));
+        let log = &mut self.disk_log;
+        self.disk.retain(|id, _| {
+            let known = records.contains_key(&Target::Container(id.clone()));
+            if !known {
+                log.push((id.clone(), None));
+            }
+            known
+        });
+        for (id, s) in &self.disk {
+            self.disk_log.push((id.clone(), Some(s.clone())));
+        }
         self.machine = Machine::recover(self.machine.config().clone(), input, self.now);
         self.collect();
     }

@@ -115,6 +115,11 @@ struct Model {
     ran: BTreeSet<ContainerId>,
     /// Log reopens acknowledged, per container.
     reopens: BTreeMap<ContainerId, usize>,
+    /// The first exit on disk of each container (code, finish time, reason): it must never
+    /// be replaced (sim check `first_exit`).
+    first_exit: BTreeMap<ContainerId, (i32, i64, String)>,
+    /// How much of the fake disk's log `first_exit` has seen.
+    disk_seen: usize,
     /// A promise broken while a command was being sent (reported by the next check).
     broken: Option<String>,
     /// Commands sent so far (numbers each request as it is sent).
@@ -282,6 +287,28 @@ fn check_step(w: &FakeNode, m: &mut Model) -> Result<(), String> {
         return Err(broken);
     }
     w.machine.check_invariants().map_err(|e| e.to_string())?;
+    // The first exit made durable stays: a later observation (a duplicate or late exit, a
+    // task found gone) never replaces it. Every durable write counts, in order; a removed
+    // record is forgotten (ids are reused).
+    for (id, written) in w.disk_log.iter().skip(m.disk_seen) {
+        let Some(s) = written else {
+            m.first_exit.remove(id);
+            continue;
+        };
+        let now = (s.finished_at != 0).then(|| (s.exit_code, s.finished_at, s.reason.clone()));
+        match (m.first_exit.get(id), now) {
+            (None, Some(now)) => {
+                m.first_exit.insert(id.clone(), now);
+            }
+            (Some(first), now) if now.as_ref() != Some(first) => {
+                return Err(format!(
+                    "container {id}: its first durable exit {first:?} was replaced by {now:?}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    m.disk_seen = w.disk_log.len();
     let new: Vec<RequestId> = w
         .replies
         .keys()
@@ -665,7 +692,12 @@ proptest! {
 fn planted_bug_is_caught() {
     use proptest::test_runner::{Config as RunnerConfig, TestError, TestRunner};
     let mut missed = Vec::new();
-    for bug in PlantedBug::ALL {
+    // Bugs outside the machine: `UnreadableMetaSwept` lives in berth-service's recovery
+    // (the simulator's planted-bug table catches it).
+    for bug in PlantedBug::ALL
+        .into_iter()
+        .filter(|b| *b != PlantedBug::UnreadableMetaSwept)
+    {
         let started = std::time::Instant::now();
         let mut runner = TestRunner::new(RunnerConfig {
             cases: 200_000,

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_backend::{Backend, CheckpointStore, LoadError};
+use berth_backend::{Backend, CheckpointStore, Listed, Listing, LoadError};
 use berth_core::{
     BackendError, BackendErrorKind, CheckpointProblem, RecoveredContainer, RecoveredSandbox,
     RecoveryInput, Target, TaskState,
@@ -53,6 +53,45 @@ async fn observe<B: Backend>(
     }
 }
 
+fn unreadable(listing: &Listing) -> usize {
+    let sandboxes = listing.sandboxes.iter().filter(|l| l.meta.is_err()).count();
+    let containers = listing
+        .containers
+        .iter()
+        .filter(|l| l.meta.is_err())
+        .count();
+    sandboxes + containers
+}
+
+/// Takes from `again` the metadata of the records `into` could not read.
+fn take_read<M: Clone>(into: &mut [Listed<M>], again: &[Listed<M>]) {
+    for l in into.iter_mut().filter(|l| l.meta.is_err()) {
+        if let Some(Ok(meta)) = again.iter().find(|a| a.id == l.id).map(|a| &a.meta) {
+            l.meta = Ok(meta.clone());
+        }
+    }
+}
+
+/// Reads the metadata that could not be read again, by listing again with backoff (50 ms
+/// doubling to 1 s) for up to `budget` (the recovery timeout) of answered listings: a read
+/// error may be transient, and a record skipped now would vanish from the CRI until the
+/// next restart (docs/recovery.md §1, step 2). A record still unreadable after that is
+/// skipped.
+async fn reread_metadata<B: Backend>(backend: &B, listing: &mut Listing, budget: Duration) {
+    let mut delay = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while unreadable(listing) > 0 && waited < budget {
+        tokio::time::sleep(delay).await;
+        waited += delay;
+        delay = (delay * 2).min(Duration::from_secs(1));
+        // A listing that fails (containerd restarting) is retried like the first one and
+        // does not count against the budget: only reads that answered do.
+        let again = until_ok("listing containerd records again", || backend.list()).await;
+        take_read(&mut listing.sandboxes, &again.sandboxes);
+        take_read(&mut listing.containers, &again.containers);
+    }
+}
+
 /// Everything recovery needs, gathered.
 pub(crate) async fn gather<B: Backend, S: CheckpointStore>(
     backend: Arc<B>,
@@ -61,28 +100,44 @@ pub(crate) async fn gather<B: Backend, S: CheckpointStore>(
 ) -> RecoveryInput {
     // Nothing written before the crash may be acted on unless it is durable.
     until_ok("syncing the checkpoint store", || store.sync()).await;
-    let listing = until_ok("listing containerd records", || backend.list()).await;
+    let mut listing = until_ok("listing containerd records", || backend.list()).await;
     let deadline = config.recovery_timeout;
     let parallel = config.recovery_parallelism.max(1);
 
+    // What the orphan sweep must keep: every record containerd listed, whether or not its
+    // metadata could be read (docs/recovery.md §1, step 5).
     let mut listed_ids = BTreeSet::new();
-    let mut sandboxes = Vec::new();
     for l in &listing.sandboxes {
         listed_ids.insert(l.id.clone());
+    }
+    for l in &listing.containers {
+        #[cfg(feature = "planted-bugs")]
+        if l.meta.is_err()
+            && config
+                .core
+                .has_bug(berth_core::PlantedBug::UnreadableMetaSwept)
+        {
+            continue;
+        }
+        listed_ids.insert(l.id.clone());
+    }
+    reread_metadata(&*backend, &mut listing, deadline).await;
+
+    let mut sandboxes = Vec::new();
+    for l in &listing.sandboxes {
         match &l.meta {
             Ok(meta) => sandboxes.push(meta.clone()),
             Err(e) => {
-                tracing::warn!(id = %l.id, error = %e, "recovery: skipping a sandbox whose metadata cannot be read")
+                tracing::warn!(id = %l.id, error = %e, "recovery: skipping a sandbox whose metadata cannot be read (read again for the recovery timeout)")
             }
         }
     }
     let mut containers = Vec::new();
     for l in &listing.containers {
-        listed_ids.insert(l.id.clone());
         match &l.meta {
             Ok(meta) => containers.push((meta.clone(), l.created_at)),
             Err(e) => {
-                tracing::warn!(id = %l.id, error = %e, "recovery: skipping a container whose metadata cannot be read (its directory is kept)")
+                tracing::warn!(id = %l.id, error = %e, "recovery: skipping a container whose metadata cannot be read (read again for the recovery timeout; its directory is kept)")
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Ten live in berth-core (feature `planted-bugs`, modelled on
-//! containerd bugs); the others are configurations of the disk and the service that
+//! a time (`SIM_BUG=<name>`). Twelve are switched through berth-core's config (feature
+//! `planted-bugs`, most modelled on containerd bugs; `UnreadableMetaSwept` lives in
+//! berth-service's recovery); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
 use std::fmt;
@@ -48,11 +49,16 @@ pub enum CoreBug {
     StopPodRepliesBeforeExits,
     /// `RecoveryWatchesExitedTask`.
     RecoveryWatchesExitedTask,
+    /// `UnreadableMetaSwept` (in berth-service's recovery, switched through the core's
+    /// config).
+    UnreadableMetaSwept,
+    /// `GoneTaskOverwritesExit`.
+    GoneTaskOverwritesExit,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 10] = [
+    pub const ALL: [CoreBug; 12] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -63,6 +69,8 @@ impl CoreBug {
         CoreBug::ExitNotHeldBehindUpdate,
         CoreBug::StopPodRepliesBeforeExits,
         CoreBug::RecoveryWatchesExitedTask,
+        CoreBug::UnreadableMetaSwept,
+        CoreBug::GoneTaskOverwritesExit,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -80,13 +88,15 @@ impl CoreBug {
             CoreBug::ExitNotHeldBehindUpdate => P::ExitNotHeldBehindUpdate,
             CoreBug::StopPodRepliesBeforeExits => P::StopPodRepliesBeforeExits,
             CoreBug::RecoveryWatchesExitedTask => P::RecoveryWatchesExitedTask,
+            CoreBug::UnreadableMetaSwept => P::UnreadableMetaSwept,
+            CoreBug::GoneTaskOverwritesExit => P::GoneTaskOverwritesExit,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 15] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -97,6 +107,8 @@ impl Bug {
         Bug::Core(CoreBug::ExitNotHeldBehindUpdate),
         Bug::Core(CoreBug::StopPodRepliesBeforeExits),
         Bug::Core(CoreBug::RecoveryWatchesExitedTask),
+        Bug::Core(CoreBug::UnreadableMetaSwept),
+        Bug::Core(CoreBug::GoneTaskOverwritesExit),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -117,6 +129,8 @@ impl Bug {
             Bug::Core(CoreBug::ExitNotHeldBehindUpdate) => "exit_not_held_behind_update",
             Bug::Core(CoreBug::StopPodRepliesBeforeExits) => "stop_pod_replies_before_exits",
             Bug::Core(CoreBug::RecoveryWatchesExitedTask) => "recovery_watches_exited_task",
+            Bug::Core(CoreBug::UnreadableMetaSwept) => "unreadable_meta_swept",
+            Bug::Core(CoreBug::GoneTaskOverwritesExit) => "gone_task_overwrites_exit",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

@@ -105,6 +105,9 @@ pub struct Probe {
     pub on_started: Option<OnStarted>,
     /// The supervisor's crash point, if any.
     pub trigger: Option<Arc<Trigger>>,
+    /// Told of every checkpoint write that carries an exit, as it begins (the fault plan's
+    /// exit race: a conflicting observation of an exit being recorded).
+    pub on_exit_write: Option<OnStarted>,
 }
 
 struct Count {
@@ -427,6 +430,11 @@ impl<S> ProbedStore<S> {
 #[async_trait]
 impl<S: CheckpointStore> CheckpointStore for ProbedStore<S> {
     async fn write(&self, id: &ContainerId, status: &Status) -> Result<(), StoreError> {
+        if status.state() == berth_core::ContainerState::Exited
+            && let Some(hook) = &self.probe.on_exit_write
+        {
+            hook(id.as_str());
+        }
         self.probe
             .store("write", id.as_str(), self.inner.write(id, status))
             .await

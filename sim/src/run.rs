@@ -13,7 +13,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::checks::{exited, exits, graceful, invariants, leaks, stuck, truth, write_order};
+use crate::checks::{exited, exits, graceful, invariants, leaks, stuck, sweep, truth, write_order};
 use crate::probe::CRASH_TARGETS;
 use crate::shape::{FaultSwitch, Shape};
 use crate::world::{Incarnation, SimWorld, berth_main, lock};
@@ -216,6 +216,10 @@ async fn settled_checks(
     bad.extend(stuck::nothing_removing(&views));
     bad.extend(graceful::stop_signal_first(&truth.signals, &lock(&w.kills)));
     bad.extend(write_order::one_write_at_a_time(&w.disk.overlaps()).err());
+    bad.extend(w.judge_first_exits());
+    bad.extend(sweep::known_checkpoints_kept(&w.disk.swept(), |id| {
+        truth.records.get(id).map(|r| r.created_at)
+    }));
     Ok((views, bad))
 }
 

@@ -50,11 +50,15 @@ pub enum FaultSwitch {
     PowerLoss,
     /// Exits reach berth late (after the process ended, while berth goes on).
     LateExit,
+    /// Listings at recovery report a container's metadata as unreadable (transiently).
+    MetaRead,
+    /// A container's shim dies as berth begins recording its exit.
+    ExitRace,
 }
 
 impl FaultSwitch {
     /// Every kind, in bit order.
-    pub const ALL: [FaultSwitch; 18] = [
+    pub const ALL: [FaultSwitch; 20] = [
         FaultSwitch::Unavailable,
         FaultSwitch::DeadlineExceeded,
         FaultSwitch::Other,
@@ -73,6 +77,8 @@ impl FaultSwitch {
         FaultSwitch::ExitNow,
         FaultSwitch::PowerLoss,
         FaultSwitch::LateExit,
+        FaultSwitch::MetaRead,
+        FaultSwitch::ExitRace,
     ];
 
     fn bit(self) -> u32 {
@@ -100,6 +106,8 @@ impl FaultSwitch {
             FaultSwitch::ExitNow => "exit_now",
             FaultSwitch::PowerLoss => "power_loss",
             FaultSwitch::LateExit => "late_exit",
+            FaultSwitch::MetaRead => "meta_read",
+            FaultSwitch::ExitRace => "exit_race",
         }
     }
 }
@@ -403,7 +411,7 @@ mod tests {
         assert_eq!(m.to_string().parse::<FaultMask>(), Ok(m));
         assert_eq!(
             FaultMask::ALL.without(FaultSwitch::Hang).kinds().count(),
-            17
+            19
         );
         assert!("bogus".parse::<FaultMask>().is_err());
     }
@@ -459,7 +467,7 @@ mod tests {
             "SIM_CLIENTS=3",
             "SIM_CONTAINERS=50",
             "SIM_CRASHES=5",
-            "SIM_FAULTS=0x3ffff",
+            "SIM_FAULTS=0xfffff",
             "--cfg madsim",
             "--test sim replay",
         ] {

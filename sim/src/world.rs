@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use berth_core::{CommandError, ContainerId, SandboxId};
+use berth_core::{CommandError, ContainerId, SandboxId, Target};
 use berth_service::{
     ContainerFilter, SandboxFilter, Service, ServiceConfig, ServiceError, ServiceHandle,
 };
@@ -27,7 +27,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bugs::Bug;
-use crate::checks::{graceful, invariants, replies::Replies, write_order};
+use crate::checks::first_exit::FirstExits;
+use crate::checks::{graceful, invariants, replies::Replies, sweep, write_order};
 use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
@@ -82,6 +83,10 @@ pub(crate) struct SimWorld {
     pub requests: AtomicU64,
     /// Trace length at the last invariant check.
     checked_at: AtomicU64,
+    /// How many of the disk's orphan-sweep removals the sweep check has judged.
+    sweeps_checked: AtomicU64,
+    /// The first durable exit of each container, for the first-exit check.
+    first_exits: Mutex<FirstExits>,
     /// The supervisor's aimed crash point.
     trigger: Arc<Trigger>,
     /// The requests that may kill a container's process, for the graceful-stop check.
@@ -152,6 +157,8 @@ impl SimWorld {
             last_request: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             checked_at: AtomicU64::new(u64::MAX),
+            sweeps_checked: AtomicU64::new(0),
+            first_exits: Mutex::new(FirstExits::default()),
             trigger: Arc::new(Trigger::default()),
             kills: Mutex::new(graceful::Requests::default()),
             crash_asked: tokio::sync::Notify::new(),
@@ -287,6 +294,32 @@ impl SimWorld {
         if !self.has_failed() {
             self.check(write_order::one_write_at_a_time(&self.disk.overlaps()));
         }
+        if !self.has_failed()
+            && let Some(v) = self.judge_first_exits().into_iter().next()
+        {
+            self.fail(v);
+        }
+        let swept = self.disk.swept_count() as u64;
+        if !self.has_failed() && self.sweeps_checked.swap(swept, Ordering::SeqCst) != swept {
+            let truth = self.sim.truth();
+            let bad = sweep::known_checkpoints_kept(&self.disk.swept(), |id| {
+                truth.records.get(id).map(|r| r.created_at)
+            });
+            if let Some(v) = bad.into_iter().next() {
+                self.fail(v);
+            }
+        }
+    }
+
+    /// The first-exit check of the records the disk made durable or found since it last
+    /// ran ([`crate::checks::first_exit`]).
+    pub fn judge_first_exits(&self) -> Vec<String> {
+        let mut first = lock(&self.first_exits);
+        let records = self.disk.records_from(first.seen());
+        if records.is_empty() {
+            return Vec::new();
+        }
+        first.judge(&records, |id| self.sim.truth_of(id).exits)
     }
 
     /// A receiver that turns true at the first violation (the run stops there).
@@ -457,6 +490,8 @@ fn fault_plan(seed: u64, mask: FaultMask) -> FaultPlan {
     off(FaultSwitch::ShimDeath, &mut p.chaos.shim_death);
     off(FaultSwitch::ExitNow, &mut p.chaos.exit_now);
     off(FaultSwitch::LateExit, &mut p.calls.late_exit);
+    off(FaultSwitch::MetaRead, &mut p.calls.meta_read);
+    off(FaultSwitch::ExitRace, &mut p.chaos.exit_race);
     p
 }
 
@@ -478,6 +513,22 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
             Arc::new(move |id: &str| {
                 let r = lock(&w.model).task_started(id);
                 w.check(r);
+            })
+        }),
+        on_exit_write: Some({
+            let w = w.clone();
+            Arc::new(move |id: &str| {
+                let Ok(cid) = ContainerId::new(id) else {
+                    return;
+                };
+                if let Some(death) = w.sim.exit_race(&Target::Container(cid)) {
+                    w.event("chaos", "exit_race", id, 1, || {
+                        format!(
+                            "the shim of pod {} died as berth began recording an exit",
+                            death.pod
+                        )
+                    });
+                }
             })
         }),
     };

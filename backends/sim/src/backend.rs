@@ -291,6 +291,27 @@ impl SimBackend {
         Ok(death)
     }
 
+    /// Berth begins to record an exit of `target` (a checkpoint write carrying one): with
+    /// probability [`crate::ChaosRates::exit_race`], the shim that runs its task dies now
+    /// ([`SimBackend::kill_shim_of`]), so the next look at the task finds it gone. No draw
+    /// when the rate is 0 (plans without the fault consume the same randomness as before).
+    pub fn exit_race(&self, target: &Target) -> Option<ShimDeath> {
+        let death = {
+            let mut s = self.state();
+            let rate = s.faults.chaos.exit_race;
+            if rate <= 0.0 || !s.rng.gen_bool(rate.min(1.0)) {
+                return None;
+            }
+            let key = s.model.task_shim_key(target.as_str())?;
+            let now = Instant::now();
+            let death = s.model.kill_shim(&key, now).ok()?;
+            s.record(FaultKind::ExitRace, "chaos", target.as_str(), now);
+            death
+        };
+        self.inner.notify.notify_waiters();
+        Some(death)
+    }
+
     /// The shim that runs `target`'s task dies now ([`SimBackend::kill_shim`] of its shim
     /// key: the pod, or the task itself with [`SimConfig::shim_per_container`]).
     pub fn kill_shim_of(&self, target: &Target) -> Result<ShimDeath, HookError> {
@@ -782,8 +803,21 @@ impl Backend for SimBackend {
 
     async fn list(&self) -> Result<Listing, BackendError> {
         let lat = self.inner.cfg.latency.list;
-        self.call("Containers.List", "", lat, |m, _| Ok(m.list()))
-            .await
+        let mut listing = self
+            .call("Containers.List", "", lat, |m, _| Ok(m.list()))
+            .await?;
+        let mut s = self.state();
+        let rate = s.faults.calls.meta_read;
+        if rate > 0.0 {
+            let now = Instant::now();
+            for l in &mut listing.containers {
+                if l.meta.is_ok() && s.rng.gen_bool(rate.min(1.0)) {
+                    s.record(FaultKind::MetaRead, "Containers.List", &l.id, now);
+                    l.meta = Err("injected: reading the metadata extension failed (EIO)".into());
+                }
+            }
+        }
+        Ok(listing)
     }
 
     async fn task_metrics(&self, ids: &[ContainerId]) -> Result<Vec<TaskMetrics>, BackendError> {

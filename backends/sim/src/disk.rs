@@ -107,6 +107,29 @@ impl std::fmt::Display for Overlap {
     }
 }
 
+/// A directory recovery's orphan sweep removed ([`SimDisk::swept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The directory's name (a container id).
+    pub id: String,
+    /// When its removal began (unix ns).
+    pub at: i64,
+}
+
+/// A container record berth made durable (an acknowledged write) or found (a load by
+/// recovery) ([`SimDisk::records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The container.
+    pub id: String,
+    /// When the write was acknowledged or the load answered (unix ns).
+    pub at: i64,
+    /// The record.
+    pub status: Status,
+    /// Found by a load (else written).
+    pub loaded: bool,
+}
+
 /// What a crash did to the disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CrashReport {
@@ -140,6 +163,10 @@ struct DiskState {
     next_busy: u64,
     /// Every operation that began while another one of the same record was in flight.
     overlaps: Vec<Overlap>,
+    /// Every `remove_orphan` that began, in order.
+    swept: Vec<Swept>,
+    /// Every record acknowledged as written or loaded, in order.
+    records: Vec<Recorded>,
     /// What the store (berth's process, not the disk) knows: container directories whose
     /// entry in `containers/` it made durable. Gone with the process at a crash.
     durable_dirs: BTreeSet<String>,
@@ -537,6 +564,8 @@ impl SimDisk {
                 busy: BTreeMap::new(),
                 next_busy: 1,
                 overlaps: Vec::new(),
+                swept: Vec::new(),
+                records: Vec::new(),
                 durable_dirs: BTreeSet::new(),
                 next_dir: 1,
                 next_ino: 1,
@@ -654,6 +683,38 @@ impl SimDisk {
     /// record was still in flight, in order.
     pub fn overlaps(&self) -> Vec<Overlap> {
         self.state().overlaps.clone()
+    }
+
+    /// Every directory recovery's orphan sweep began to remove
+    /// ([`CheckpointStore::remove_orphan`]), in order, over the whole run (crashes included).
+    pub fn swept(&self) -> Vec<Swept> {
+        self.state().swept.clone()
+    }
+
+    /// How many directories the orphan sweep began to remove (cheap; see [`SimDisk::swept`]).
+    pub fn swept_count(&self) -> usize {
+        self.state().swept.len()
+    }
+
+    /// The records berth made durable (acknowledged writes) or found (loads) from the
+    /// `from`-th on, in order, over the whole run (crashes included).
+    pub fn records_from(&self, from: usize) -> Vec<Recorded> {
+        self.state()
+            .records
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    fn note(&self, id: &ContainerId, status: &Status, loaded: bool) {
+        let mut s = self.state();
+        let at = s.clock.now_wall();
+        s.records.push(Recorded {
+            id: id.as_str().to_owned(),
+            at,
+            status: status.clone(),
+            loaded,
+        });
     }
 
     /// Marks `what` of `id`'s record in flight, noting an overlap if one already is.
@@ -793,7 +854,9 @@ impl SimDisk {
 impl CheckpointStore for SimDisk {
     async fn write(&self, id: &ContainerId, status: &Status) -> Result<(), StoreError> {
         self.write_bytes(id.as_str(), berth_core::encode_checkpoint(status))
-            .await
+            .await?;
+        self.note(id, status, false);
+        Ok(())
     }
 
     async fn delete(&self, id: &ContainerId) -> Result<(), StoreError> {
@@ -805,10 +868,13 @@ impl CheckpointStore for SimDisk {
         match bytes {
             None => Err(LoadError::Missing { id: id.clone() }),
             Some(bytes) => {
-                berth_core::decode_checkpoint(&bytes).map_err(|error| LoadError::Corrupt {
-                    id: id.clone(),
-                    error,
-                })
+                let status =
+                    berth_core::decode_checkpoint(&bytes).map_err(|error| LoadError::Corrupt {
+                        id: id.clone(),
+                        error,
+                    })?;
+                self.note(id, &status, true);
+                Ok(status)
             }
         }
     }
@@ -830,6 +896,14 @@ impl CheckpointStore for SimDisk {
                 what: "remove_orphan",
                 path: path_of(name, None),
                 message: format!("refused: {e}"),
+            });
+        }
+        {
+            let mut s = self.state();
+            let at = s.clock.now_wall();
+            s.swept.push(Swept {
+                id: name.to_owned(),
+                at,
             });
         }
         self.remove_dir("remove_orphan", name).await

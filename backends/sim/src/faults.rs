@@ -39,6 +39,10 @@ pub struct CallFaults {
     /// process exited (a slow shim or a congested connection holding the exit back), while
     /// the caller goes on stopping, killing or deleting the task.
     pub late_exit: f64,
+    /// `Containers.List` reports a container record's metadata as unreadable (a transient
+    /// read error, drawn anew per record and per listing: the next listing may read it). The
+    /// listing and these reads are what recovery starts from.
+    pub meta_read: f64,
     /// Longest delay of a slow call, latest break of a broken wait, longest delay of a late
     /// exit.
     pub max_delay: Duration,
@@ -58,6 +62,7 @@ impl CallFaults {
             hang_waits: false,
             wait_broken: 0.0,
             late_exit: 0.0,
+            meta_read: 0.0,
             max_delay: Duration::from_secs(3),
         }
     }
@@ -74,6 +79,7 @@ impl CallFaults {
             self.hang,
             self.wait_broken,
             self.late_exit,
+            self.meta_read,
         ]
         .iter()
         .all(|r| *r <= 0.0)
@@ -121,6 +127,11 @@ pub struct ChaosRates {
     pub shim_death: f64,
     /// A running process exits on its own, now.
     pub exit_now: f64,
+    /// Per exit berth begins to record (a checkpoint write carrying an exit,
+    /// [`crate::SimBackend::exit_race`]): the shim of that container dies right then, so
+    /// whatever looks at the task next (the task delete after the exit, a re-sync, recovery)
+    /// finds it gone, a conflicting observation of an exit already being recorded.
+    pub exit_race: f64,
     /// Longest containerd outage.
     pub max_down: Duration,
 }
@@ -132,6 +143,7 @@ impl ChaosRates {
             containerd_restart: 0.0,
             shim_death: 0.0,
             exit_now: 0.0,
+            exit_race: 0.0,
             max_down: Duration::from_secs(5),
         }
     }
@@ -196,6 +208,7 @@ impl FaultPlan {
             hang_waits: false,
             wait_broken: pick(CALL),
             late_exit: 0.0,
+            meta_read: 0.0,
             max_delay: Duration::from_millis([100, 1000, 3000][rng.gen_range(0..3)]),
         };
         let mut pick = |menu: &[f64]| -> f64 {
@@ -216,6 +229,7 @@ impl FaultPlan {
             containerd_restart: pick(CHAOS),
             shim_death: pick(CHAOS),
             exit_now: pick(CHAOS),
+            exit_race: 0.0,
             max_down: Duration::from_millis([500, 5000, 20_000][rng.gen_range(0..3)]),
         };
         let mut calls = calls;
@@ -225,12 +239,27 @@ impl FaultPlan {
         if late.gen_bool(0.5) {
             calls.late_exit = [0.05, 0.2, 0.5][late.gen_range(0..3)];
         }
+        let mut meta = SmallRng::seed_from_u64(seed ^ META_READ_STREAM);
+        if meta.gen_bool(0.5) {
+            calls.meta_read = [0.02, 0.1, 0.25][meta.gen_range(0..3)];
+        }
+        let mut chaos = chaos;
+        let mut race = SmallRng::seed_from_u64(seed ^ EXIT_RACE_STREAM);
+        if race.gen_bool(0.5) {
+            chaos.exit_race = [0.02, 0.1][race.gen_range(0..2)];
+        }
         FaultPlan { calls, disk, chaos }
     }
 }
 
 /// Stream constant of [`CallFaults::late_exit`]'s draw.
 const LATE_EXIT_STREAM: u64 = 0x4c41_5445_5f45_5849;
+
+/// Stream constant of [`CallFaults::meta_read`]'s draw.
+const META_READ_STREAM: u64 = 0x4d45_5441_5f52_4541;
+
+/// Stream constant of [`ChaosRates::exit_race`]'s draw.
+const EXIT_RACE_STREAM: u64 = 0x4558_4954_5f52_4143;
 
 /// A kind of injected fault or chaos event, for counters and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -273,11 +302,15 @@ pub enum FaultKind {
     PowerLoss,
     /// The berth process crashed (the page cache survives).
     ProcessCrash,
+    /// A listing reported a container record's metadata as unreadable.
+    MetaRead,
+    /// A shim died while berth was recording an exit of one of its tasks.
+    ExitRace,
 }
 
 impl FaultKind {
     /// Every kind, in order.
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 21] = [
         FaultKind::Unavailable,
         FaultKind::DeadlineExceeded,
         FaultKind::Other,
@@ -297,6 +330,8 @@ impl FaultKind {
         FaultKind::LostRename,
         FaultKind::PowerLoss,
         FaultKind::ProcessCrash,
+        FaultKind::MetaRead,
+        FaultKind::ExitRace,
     ];
 
     /// A short snake_case name for reports.
@@ -321,6 +356,8 @@ impl FaultKind {
             FaultKind::LostRename => "lost_rename",
             FaultKind::PowerLoss => "power_loss",
             FaultKind::ProcessCrash => "process_crash",
+            FaultKind::MetaRead => "meta_read",
+            FaultKind::ExitRace => "exit_race",
         }
     }
 }

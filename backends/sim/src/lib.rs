@@ -73,7 +73,7 @@ pub mod truth;
 pub use backend::{Chaos, SimBackend};
 pub use clock::{DEFAULT_WALL_BASE, SimClock};
 pub use config::{DiskConfig, Latencies, SimConfig};
-pub use disk::{CrashReport, Overlap, SimDisk};
+pub use disk::{CrashReport, Overlap, Recorded, SimDisk, Swept};
 pub use error::HookError;
 pub use faults::{
     CallFaults, ChaosRates, DiskFaults, FaultCounts, FaultEvent, FaultKind, FaultPlan,

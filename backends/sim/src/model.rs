@@ -482,6 +482,11 @@ impl Model {
         }
     }
 
+    /// The shim key of `id`'s task, if it has one now.
+    pub fn task_shim_key(&self, id: &str) -> Option<SandboxId> {
+        self.tasks.get(id).map(|t| t.shim_key.clone())
+    }
+
     /// The shim key of the task (or record) `id`, if it has one.
     pub fn shim_key_of(&self, id: &str) -> Option<SandboxId> {
         if let Some(t) = self.tasks.get(id) {

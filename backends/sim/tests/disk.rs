@@ -276,11 +276,16 @@ async fn remove_orphan_refuses_bad_names_and_removes_directories() {
         assert_eq!(e.kind, StoreErrorKind::Io);
         assert!(e.message.contains("refused"), "{e}");
     }
+    assert_eq!(disk.swept_count(), 0, "a refused name is not swept");
     disk.remove_orphan("nothing").await.unwrap();
     disk.remove_orphan("c1").await.unwrap();
     assert!(disk.list().await.unwrap().is_empty());
     disk.crash(true);
     assert!(disk.list().await.unwrap().is_empty(), "durably removed");
+    // The sweep log (for the simulator's sweep check) outlives the crash.
+    let swept: Vec<String> = disk.swept().into_iter().map(|s| s.id).collect();
+    assert_eq!(swept, ["nothing", "c1"]);
+    assert_eq!(disk.swept_count(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -348,6 +348,7 @@ async fn chaos_draws_restarts_shim_deaths_and_exits() {
             containerd_restart: restart,
             shim_death: shim,
             exit_now: exit,
+            exit_race: 0.0,
             max_down: Duration::from_secs(1),
         },
         ..FaultPlan::none()
@@ -494,4 +495,102 @@ async fn updates_and_reopens_get_faults_like_every_call() {
     sim.set_faults(calls(|c| c.hang = 1.0));
     let hung = tokio::time::timeout(Duration::from_secs(30), sim.reopen_log(&id)).await;
     assert!(hung.is_err(), "hung: {hung:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_metadata_read_fault_hits_one_listing_of_a_container_record() {
+    let sim = sim(6);
+    pod(&sim, "p1").await;
+    for c in ["c1", "c2", "c3"] {
+        sim.create_container(&container_meta("p1", c))
+            .await
+            .unwrap();
+    }
+    sim.set_faults(calls(|c| c.meta_read = 1.0));
+    let listing = sim.list().await.unwrap();
+    assert_eq!(listing.containers.len(), 3, "every record is still listed");
+    assert!(listing.containers.iter().all(|l| l.meta.is_err()));
+    assert!(
+        listing.sandboxes[0].meta.is_ok(),
+        "pause containers are read"
+    );
+    assert_eq!(sim.fault_counts().get(FaultKind::MetaRead), 3);
+    assert_eq!(sim.fault_log()[0].what, "Containers.List");
+    // Transient: the truth keeps the metadata, and a listing without the fault reads it.
+    assert!(sim.truth().records["c1"].meta_error.is_none());
+    sim.set_faults(FaultPlan::none());
+    let listing = sim.list().await.unwrap();
+    assert!(listing.containers.iter().all(|l| l.meta.is_ok()));
+    // With a partial rate, some listings read a record and some do not.
+    sim.set_faults(calls(|c| c.meta_read = 0.5));
+    let mut read = 0;
+    for _ in 0..40 {
+        let l = sim.list().await.unwrap();
+        read += l.containers.iter().filter(|l| l.meta.is_ok()).count();
+    }
+    assert!((30..90).contains(&read), "{read} of 120 reads succeeded");
+}
+
+#[test]
+fn metadata_read_faults_are_on_in_about_half_the_plans_with_a_rate_from_the_menu() {
+    let mut on = 0;
+    for seed in 0..200 {
+        let rate = FaultPlan::from_seed(seed).calls.meta_read;
+        assert!(
+            [0.0, 0.02, 0.1, 0.25].contains(&rate),
+            "seed {seed}: {rate}"
+        );
+        on += usize::from(rate > 0.0);
+    }
+    assert!(
+        (60..140).contains(&on),
+        "meta reads on in {on} of 200 plans"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_race_kills_the_shim_of_a_task_whose_exit_is_being_recorded() {
+    let sim = sim(7);
+    pod(&sim, "p1").await;
+    run(&sim, "p1", "c1", ProcessPlan::exit(Duration::ZERO, 3)).await;
+    assert_eq!(sim.wait_task(&ct("c1")).await.unwrap().code, 3);
+    assert!(sim.exit_race(&ct("c1")).is_none(), "off in the none plan");
+    let mut plan = FaultPlan::none();
+    plan.chaos.exit_race = 1.0;
+    sim.set_faults(plan);
+    assert!(
+        sim.exit_race(&ct("nope")).is_none(),
+        "no task, no shim to kill"
+    );
+    let death = sim.exit_race(&ct("c1")).expect("the race is on");
+    assert_eq!(
+        death.lost,
+        vec![ct("c1")],
+        "the stopped task's status died with it"
+    );
+    assert_eq!(sim.fault_counts().get(FaultKind::ExitRace), 1);
+    // The conflicting observation: the task is gone, and its real exit is marked lost.
+    assert_eq!(
+        sim.task_status(&ct("c1")).await.unwrap(),
+        TaskState::NotFound
+    );
+    assert!(
+        sim.truth()
+            .last_exit("c1")
+            .is_some_and(|e| e.shim_died && e.code == 3)
+    );
+}
+
+#[test]
+fn exit_races_are_on_in_about_half_the_plans_with_a_rate_from_the_menu() {
+    let mut on = 0;
+    for seed in 0..200 {
+        let rate = FaultPlan::from_seed(seed).chaos.exit_race;
+        assert!([0.0, 0.02, 0.1].contains(&rate), "seed {seed}: {rate}");
+        on += usize::from(rate > 0.0);
+    }
+    assert!(
+        (60..140).contains(&on),
+        "exit races on in {on} of 200 plans"
+    );
 }

@@ -9,19 +9,24 @@
 //! - [`truth`]: the CRI view against containerd's truth (state, pid, exit code and time),
 //!   and a restart that changes nothing;
 //! - [`exits`]: no exit lost;
+//! - [`first_exit`]: the first exit berth made durable is a real one and is never replaced;
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
 //! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
 //! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
 //! - [`write_order`]: one checkpoint write of a record at a time;
-//! - [`exited`]: an EXITED container keeps no task and nothing waits on it.
+//! - [`exited`]: an EXITED container keeps no task and nothing waits on it;
+//! - [`sweep`]: recovery's orphan sweep keeps the checkpoint of every container containerd
+//!   knows.
 
 pub mod exited;
 pub mod exits;
+pub mod first_exit;
 pub mod graceful;
 pub mod invariants;
 pub mod leaks;
 pub mod replies;
 pub mod stuck;
+pub mod sweep;
 pub mod truth;
 pub mod write_order;
 
