@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta,
-    ExitStatus, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError,
-    Target, TaskState,
+    ExitStatus, ImageRef, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status,
+    StoreError, Target, TaskState,
 };
 use tokio::time::Instant;
 
@@ -238,6 +238,17 @@ impl<B> ProbedBackend<B> {
 
 #[async_trait]
 impl<B: Backend> Backend for ProbedBackend<B> {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call(
+                "Images.List",
+                id.as_str(),
+                d,
+                self.inner.resolve_image(id, image),
+            )
+            .await
+    }
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         let d = Some(BACKEND_DEADLINE);
         self.probe

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, Listing,
-    LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskState,
+    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, ImageRef,
+    Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskState,
 };
 use berth_core::ContainerState;
 use tokio::sync::Semaphore;
@@ -127,6 +127,10 @@ impl<B> GatedBackend<B> {
 
 #[async_trait]
 impl<B: Backend> Backend for GatedBackend<B> {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        self.inner.resolve_image(id, image).await
+    }
+
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         self.inner.create_container(meta).await
     }
