@@ -399,6 +399,7 @@ fn recovery_input() -> RecoveryInput {
                 sandbox_id: SandboxId::new(format!("p{p}")).expect("valid id"),
                 config,
                 stop_signal: 15,
+                image: Default::default(),
             },
             record_created_at: WALL_BASE,
             checkpoint,

@@ -1,7 +1,9 @@
 //! CreateContainer (docs/containerd-behaviour.md §4.1).
 //!
-//! validate → reserve name → `Containers.Create` → persist `{CreatedAt: now}` → visible.
-//! Rollback, in reverse: delete the containerd record, release the name. If the rollback
+//! validate → reserve name → resolve the image → `Containers.Create` → persist
+//! `{CreatedAt: now}` → visible. An image that does not resolve releases the name and
+//! answers the backend's error (nothing was created). Rollback after `Containers.Create`, in
+//! reverse: delete the containerd record, release the name. If the rollback
 //! itself fails the record may live on in containerd; berth then keeps the container as
 //! UNKNOWN (visible and removable) instead of hiding it until the next restart.
 
@@ -19,6 +21,8 @@ use crate::validate::{join_log_path, validate_container_config};
 /// The steps of CreateContainer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CreateStep {
+    /// The image lookup (`Call::ResolveImage`); nothing exists yet.
+    Image { id: ContainerId },
     /// `Containers.Create`.
     Record { id: ContainerId },
     /// The first checkpoint write, `{CreatedAt: now}`.
@@ -38,6 +42,7 @@ pub(crate) enum CreateStep {
 impl OperationStep for CreateStep {
     fn on_call(self, m: &mut Machine, result: Result<CallResult, BackendError>) -> Option<Self> {
         match self {
+            CreateStep::Image { id } => m.on_create_image(id, result),
             CreateStep::Record { id } => m.on_create_record(id, result),
             CreateStep::Rollback { id, error } => m.on_create_rollback(id, error, result),
             step @ (CreateStep::Persist { .. } | CreateStep::RollbackCheckpoint { .. }) => {
@@ -53,7 +58,9 @@ impl OperationStep for CreateStep {
             CreateStep::RollbackCheckpoint { id, error } => {
                 m.on_create_rollback_checkpoint(id, error, result)
             }
-            step @ (CreateStep::Record { .. } | CreateStep::Rollback { .. }) => return Some(step),
+            step @ (CreateStep::Image { .. }
+            | CreateStep::Record { .. }
+            | CreateStep::Rollback { .. }) => return Some(step),
         }
         None
     }
@@ -69,18 +76,19 @@ impl Machine {
     ) {
         match self.admit_create(&id, &sandbox_id, config) {
             Ok(meta) => {
+                let image = meta.config.image.clone();
                 self.creating.insert(
                     id.clone(),
                     Creating {
                         req,
-                        meta: meta.clone(),
+                        meta,
                         created_at: 0,
                         pid: 0,
                     },
                 );
                 self.call(
-                    CreateStep::Record { id },
-                    Call::CreateContainer(Box::new(meta)),
+                    CreateStep::Image { id: id.clone() },
+                    Call::ResolveImage { id, image },
                 );
             }
             Err(e) => self.reply(req, Err(e)),
@@ -129,7 +137,51 @@ impl Machine {
             config,
             log_path,
             stop_signal,
+            image: Default::default(),
         })
+    }
+
+    /// The image resolved: it becomes part of the metadata `Containers.Create` stores, so
+    /// the record says what the container was created from. A failure (not found, an
+    /// ambiguous prefix, containerd unreachable) created nothing: the name is released.
+    fn on_create_image(&mut self, id: ContainerId, result: Result<CallResult, BackendError>) {
+        let Some(creating) = self.creating.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(CallResult::Image(image)) => {
+                creating.meta.image = *image;
+                let meta = creating.meta.clone();
+                self.call(
+                    CreateStep::Record { id },
+                    Call::CreateContainer(Box::new(meta)),
+                );
+            }
+            other => {
+                let error = match other {
+                    Err(error) => error,
+                    Ok(unexpected) => BackendError::new(
+                        crate::io::BackendErrorKind::Other,
+                        "Images.List",
+                        id.as_str(),
+                        format!("unexpected result {unexpected:?}"),
+                    ),
+                };
+                let Some(creating) = self.creating.remove(&id) else {
+                    return;
+                };
+                self.container_names.release_key(&id);
+                self.reply(
+                    creating.req,
+                    Err(CommandError::Backend {
+                        op: Operation::CreateContainer,
+                        target: Target::Container(id),
+                        error,
+                    }),
+                );
+                self.progress_sandbox(&creating.meta.sandbox_id);
+            }
+        }
     }
 
     fn on_create_record(&mut self, id: ContainerId, result: Result<CallResult, BackendError>) {

@@ -29,7 +29,8 @@ pub enum ErrorCode {
 impl BackendErrorKind {
     /// The code a caller gets for a backend failure of this kind: the one mapping, used by
     /// the core's [`CommandError::code`] and by the daemon. NotFound, FailedPrecondition,
-    /// Unavailable and DeadlineExceeded keep their meaning; AlreadyExists (a conflict inside
+    /// Unavailable, DeadlineExceeded and InvalidArgument (an ambiguous image ID prefix) keep
+    /// their meaning; AlreadyExists (a conflict inside
     /// containerd, not of the caller's making) and Other are Internal.
     pub fn code(self) -> ErrorCode {
         match self {
@@ -37,6 +38,7 @@ impl BackendErrorKind {
             BackendErrorKind::FailedPrecondition => ErrorCode::FailedPrecondition,
             BackendErrorKind::Unavailable => ErrorCode::Unavailable,
             BackendErrorKind::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            BackendErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
             BackendErrorKind::AlreadyExists | BackendErrorKind::Other => ErrorCode::Internal,
         }
     }

@@ -264,6 +264,7 @@ mod tests {
             config: ContainerConfig::default(),
             log_path: String::new(),
             stop_signal: 15,
+            image: Default::default(),
         };
         m.containers
             .insert(cid.clone(), Container::new(meta, Status::created(1, None)));

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::CommandError;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::image::ImageRef;
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
 use crate::status::{ExitStatus, Resources, Status};
 
@@ -60,6 +61,16 @@ impl fmt::Display for Target {
 /// A backend call the core asks the driver to run. Names follow containerd's verbs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
+    /// Resolve a CRI container's image reference in containerd's image store (by ID, name
+    /// or unique ID prefix, [`crate::resolve_image`]); nothing changes. NotFound naming the
+    /// image when none matches, InvalidArgument for an ambiguous ID prefix.
+    /// Result: [`CallResult::Image`].
+    ResolveImage {
+        /// The container being created.
+        id: ContainerId,
+        /// The reference as CRI gave it (`config.image.image`).
+        image: String,
+    },
     /// Create the containerd container record (with its rootfs snapshot) of a CRI container.
     /// Result: [`CallResult::Done`].
     CreateContainer(Box<ContainerMeta>),
@@ -159,13 +170,17 @@ impl Call {
             | Call::TaskStatus(t)
             | Call::KillTask { target: t, .. }
             | Call::DeleteTask { target: t, .. } => t.clone(),
-            Call::UpdateResources { id, .. } | Call::ReopenLog(id) => Target::Container(id.clone()),
+            Call::UpdateResources { id, .. }
+            | Call::ReopenLog(id)
+            | Call::ResolveImage { id, .. } => Target::Container(id.clone()),
         }
     }
 
     /// containerd's name for the call, for logs and transcripts.
     pub fn verb(&self) -> &'static str {
         match self {
+            // The image store's names and the IDs they point at.
+            Call::ResolveImage { .. } => "Images.List",
             Call::CreateContainer(_) | Call::CreateSandbox(_) => "Containers.Create",
             Call::DeleteContainer(_) => "Containers.Delete",
             Call::CreateTask(_) => "Tasks.Create",
@@ -225,6 +240,8 @@ pub enum CallResult {
     Exited(ExitStatus),
     /// The task's state (TaskStatus).
     Task(TaskState),
+    /// What an image reference resolved to (ResolveImage).
+    Image(Box<ImageRef>),
 }
 
 /// The kind of a backend failure, the only thing the core branches on.
@@ -240,6 +257,9 @@ pub enum BackendErrorKind {
     Unavailable,
     /// The call did not finish within its deadline.
     DeadlineExceeded,
+    /// The request names something ambiguously (an image ID prefix matching several
+    /// images); nothing happened.
+    InvalidArgument,
     /// Anything else.
     Other,
 }
@@ -252,6 +272,7 @@ impl fmt::Display for BackendErrorKind {
             BackendErrorKind::FailedPrecondition => "failed precondition",
             BackendErrorKind::Unavailable => "unavailable",
             BackendErrorKind::DeadlineExceeded => "deadline exceeded",
+            BackendErrorKind::InvalidArgument => "invalid argument",
             BackendErrorKind::Other => "error",
         })
     }

@@ -63,6 +63,7 @@ mod create;
 mod error;
 mod exit;
 mod ids;
+mod image;
 mod invariants;
 mod io;
 mod machine;
@@ -94,6 +95,9 @@ pub use error::{CommandError, ErrorCode, Guard, Operation};
 pub use ids::{
     ContainerId, EXEC_ID_PREFIX, ExecId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId,
     validate_id,
+};
+pub use image::{
+    ImageError, ImageQuery, ImageRecord, ImageRef, normalize_reference, parse_image, resolve_image,
 };
 pub use invariants::InvariantViolation;
 pub use io::{

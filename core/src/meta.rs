@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ContainerId, SandboxId};
+use crate::image::ImageRef;
 use crate::status::Resources;
 
 /// Version tag of the metadata JSON.
@@ -130,6 +131,11 @@ pub struct ContainerMeta {
     pub log_path: String,
     /// The resolved stop signal number.
     pub stop_signal: i32,
+    /// What `config.image` resolved to in containerd's image store when the container was
+    /// created (the core asks before `Containers.Create`, docs/containerd-behaviour.md
+    /// §4.1.1). Absent in metadata of an older berth: then empty.
+    #[serde(default)]
+    pub image: ImageRef,
 }
 
 /// Why stored metadata could not be read.
@@ -224,8 +230,20 @@ mod tests {
             },
             log_path: "/var/log/pods/x/web.log".into(),
             stop_signal: 15,
+            image: ImageRef {
+                id: format!("sha256:{}", "ab".repeat(32)),
+                name: "docker.io/library/busybox:latest".into(),
+                repo_tag: "docker.io/library/busybox:latest".into(),
+                repo_digest: String::new(),
+            },
         };
-        assert_eq!(ContainerMeta::decode(&m.encode()), Ok(m));
+        assert_eq!(ContainerMeta::decode(&m.encode()), Ok(m.clone()));
+        // Metadata written before images were resolved decodes with an empty image.
+        let mut old: serde_json::Value = serde_json::from_slice(&m.encode()).unwrap();
+        old["Metadata"].as_object_mut().unwrap().remove("image");
+        let old = ContainerMeta::decode(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.image, ImageRef::default());
+        assert_eq!(old.config, m.config);
         assert!(matches!(
             ContainerMeta::decode(br#"{"Version":"v9","Metadata":{}}"#),
             Err(MetaError::UnknownVersion { .. })

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::error::CommandError;
 use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::image::{ImageRecord, resolve_image};
 use crate::io::{
     BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Now, PersistAction,
     PersistError, ResourcesOf, Response, Target, TaskState,
@@ -91,6 +92,9 @@ pub struct FakeNode {
     pub task_resources: BTreeMap<Target, Resources>,
     /// Log reopens that succeeded, by owner.
     pub log_reopens: BTreeMap<Target, usize>,
+    /// containerd's image store: names and the image IDs they point at
+    /// ([`default_images`] to begin with).
+    pub images: Vec<ImageRecord>,
     next_pid: u32,
     next_req: u64,
     /// Log every step into `transcript`.
@@ -143,6 +147,7 @@ impl FakeNode {
             record_resources: BTreeMap::new(),
             task_resources: BTreeMap::new(),
             log_reopens: BTreeMap::new(),
+            images: default_images(),
             next_pid: 100,
             next_req: 1,
             logging: true,
@@ -336,6 +341,7 @@ impl FakeNode {
             Ok(CallResult::Pid(p)) => format!("ok pid {p}"),
             Ok(CallResult::Exited(e)) => format!("exited {} at {}", e.code, self.rel(e.exited_at)),
             Ok(CallResult::Task(t)) => format!("{t:?}"),
+            Ok(CallResult::Image(i)) => format!("ok {} ({})", i.id, i.name),
             Err(e) => format!("error {}: {}", e.kind, e.message),
         };
         self.log(format!("  call {op} {verb} {target} -> {shown}"));
@@ -358,6 +364,9 @@ impl FakeNode {
         let not_found =
             |w: &FakeNode, what: &str| Err(w.err(BackendErrorKind::NotFound, verb, &target, what));
         match call {
+            Call::ResolveImage { image, .. } => resolve_image(image, &self.images)
+                .map(|r| CallResult::Image(Box::new(r)))
+                .map_err(|e| e.to_backend(verb, target.as_str())),
             Call::CreateContainer(meta) => {
                 if self.records.contains_key(&target) {
                     return Err(self.err(
@@ -747,6 +756,21 @@ impl FakeNode {
     pub fn sb(id: &str) -> Target {
         Target::Sandbox(SandboxId::new(id).expect("valid id"))
     }
+}
+
+/// The ID of the busybox image of [`default_images`].
+pub const BUSYBOX_ID: &str =
+    "sha256:0b2d6e4c8f1a3b5d7e9f0a1c2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f";
+
+/// The image store every [`FakeNode`] starts with: busybox under its tag and its repo digest.
+pub fn default_images() -> Vec<ImageRecord> {
+    vec![
+        ImageRecord::new("docker.io/library/busybox:latest", BUSYBOX_ID),
+        ImageRecord::new(
+            "docker.io/library/busybox@sha256:5acba83a746c7608ed544dc1533b87c737a0b0fb730301639a0179f9344b1678",
+            BUSYBOX_ID,
+        ),
+    ]
 }
 
 /// A valid sandbox config for a pod `name`.

@@ -77,6 +77,11 @@ pub fn validate_container_config(config: &ContainerConfig) -> Result<i32, Comman
             "contains a control character",
         ));
     }
+    // Neither a reference nor an image ID (prefix) can name no image: refused before
+    // anything happens (containerd would look it up and answer not found).
+    if let Err(e) = crate::image::parse_image(&config.image) {
+        return Err(invalid("config.image.image", e.to_string()));
+    }
     let log = &config.log_path;
     if log.starts_with('/') {
         return Err(invalid(
@@ -181,6 +186,8 @@ mod tests {
         let cases: Vec<(Mutation, &str)> = vec![
             (|c| c.name.clear(), "config.metadata.name"),
             (|c| c.image = " ".into(), "config.image.image"),
+            (|c| c.image = "BusyBox".into(), "config.image.image"),
+            (|c| c.image = "busybox:".into(), "config.image.image"),
             (|c| c.log_path = "/abs.log".into(), "config.log_path"),
             (|c| c.log_path = "../x.log".into(), "config.log_path"),
             (|c| c.envs.push(("A=B".into(), "x".into())), "config.envs"),

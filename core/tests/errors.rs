@@ -748,6 +748,7 @@ fn backend_kinds_map_to_one_code() {
         (K::FailedPrecondition, ErrorCode::FailedPrecondition),
         (K::Unavailable, ErrorCode::Unavailable),
         (K::DeadlineExceeded, ErrorCode::DeadlineExceeded),
+        (K::InvalidArgument, ErrorCode::InvalidArgument),
         (K::Other, ErrorCode::Internal),
     ];
     for (kind, code) in cases {
@@ -759,4 +760,107 @@ fn backend_kinds_map_to_one_code() {
         };
         assert_eq!(e.code(), code, "{e}");
     }
+}
+
+fn create_with_image(w: &mut FakeNode, id: &str, image: &str) -> Result<Response, CommandError> {
+    let mut config = testing::container_config(id);
+    config.image = image.into();
+    w.run(Command::CreateContainer {
+        id: cid(id),
+        sandbox: sid("pod1"),
+        config: Box::new(config),
+    })
+}
+
+#[test]
+fn create_resolves_the_image_by_name_id_and_prefix() {
+    let mut w = world();
+    // world() created c1 from "busybox": normalised, its ID and repo digest recorded.
+    let c1 = w
+        .machine
+        .container(&cid("c1"))
+        .unwrap()
+        .meta()
+        .image
+        .clone();
+    assert_eq!(c1.id, testing::BUSYBOX_ID);
+    assert_eq!(c1.name, "docker.io/library/busybox:latest");
+    assert_eq!(c1.repo_tag, "docker.io/library/busybox:latest");
+    assert!(
+        c1.cri_image_ref()
+            .starts_with("docker.io/library/busybox@sha256:")
+    );
+    let prefix = &testing::BUSYBOX_ID["sha256:".len()..][..12];
+    for (id, image) in [
+        ("c2", testing::BUSYBOX_ID),
+        ("c3", prefix),
+        ("c4", "docker.io/library/busybox"),
+    ] {
+        create_with_image(&mut w, id, image).unwrap();
+        let meta = w.machine.container(&cid(id)).unwrap().meta().clone();
+        assert_eq!(meta.image.id, testing::BUSYBOX_ID, "{image}");
+        assert_eq!(meta.config.image, image, "the image as sent is kept");
+        // What the containerd record stores is what the core decided.
+        match w.records.get(&FakeNode::ct(id)) {
+            Some(testing::RecordMeta::Container(m)) => assert_eq!(m.image, meta.image),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    // The resolved image is durable: after a restart it is the same.
+    w.crash_and_recover(|_| None);
+    w.settle();
+    let again = w
+        .machine
+        .container(&cid("c3"))
+        .unwrap()
+        .meta()
+        .image
+        .clone();
+    assert_eq!(again.id, testing::BUSYBOX_ID);
+    assert_eq!(again.cri_image_ref(), c1.cri_image_ref());
+}
+
+#[test]
+fn create_with_a_missing_image_is_not_found_and_creates_nothing() {
+    let mut w = world();
+    let before = w.disk.clone();
+    for image in ["busybox:9", "nginx", "beef"] {
+        let e = create_with_image(&mut w, "c2", image).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+        assert!(
+            matches!(&e, CommandError::Backend { error, .. } if error.kind == BackendErrorKind::NotFound),
+            "{e}"
+        );
+        assert!(e.to_string().contains(&format!("{image:?}")), "{e}");
+        assert!(w.machine.container(&cid("c2")).is_none());
+        assert!(!w.records.contains_key(&FakeNode::ct("c2")));
+        unchanged(&w, &before);
+    }
+    // The name was released: the same container with an image that exists is created.
+    create_with_image(&mut w, "c2", "busybox").unwrap();
+}
+
+#[test]
+fn create_with_an_ambiguous_image_prefix_is_invalid_argument() {
+    let mut w = world();
+    let before = w.disk.clone();
+    let twin = format!("{}0", &testing::BUSYBOX_ID[..testing::BUSYBOX_ID.len() - 1]);
+    w.images
+        .push(ImageRecord::new("docker.io/library/twin:1", twin.clone()));
+    let prefix = &testing::BUSYBOX_ID["sha256:".len()..][..12];
+    let e = create_with_image(&mut w, "c2", prefix).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+    let text = e.to_string();
+    assert!(text.contains(prefix) && text.contains(&twin), "{text}");
+    assert!(!w.records.contains_key(&FakeNode::ct("c2")));
+    unchanged(&w, &before);
+    // A failure to reach the image store creates nothing either, with the backend's code.
+    w.fail_next(
+        "Images.List",
+        CallFault::Before(BackendErrorKind::Unavailable),
+    );
+    let e = create_with_image(&mut w, "c2", "busybox").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    assert!(w.machine.container(&cid("c2")).is_none());
+    create_with_image(&mut w, "c2", "busybox").unwrap();
 }

@@ -53,11 +53,47 @@ pub fn resources(r: &Resources) -> cri::LinuxContainerResources {
     }
 }
 
+/// The image as CreateContainer sent it (what containerd's ListContainers reports).
 fn image(v: &ContainerView) -> cri::ImageSpec {
     cri::ImageSpec {
         image: v.meta.config.image.clone(),
         user_specified_image: v.meta.config.image.clone(),
         ..Default::default()
+    }
+}
+
+/// ContainerStatus's image as containerd's reports it (`ContainerStatus`,
+/// docs/containerd-behaviour.md §4.1.1): the image's repo tag when it had one at creation,
+/// else the image as sent.
+fn status_image(v: &ContainerView) -> cri::ImageSpec {
+    let tag = &v.meta.image.repo_tag;
+    cri::ImageSpec {
+        image: if tag.is_empty() {
+            v.meta.config.image.clone()
+        } else {
+            tag.clone()
+        },
+        ..image(v)
+    }
+}
+
+/// The image ID (`sha256:<config digest>`); the image as sent for a container recorded by
+/// a berth that did not resolve images.
+fn image_id(v: &ContainerView) -> String {
+    if v.meta.image.id.is_empty() {
+        v.meta.config.image.clone()
+    } else {
+        v.meta.image.id.clone()
+    }
+}
+
+/// ContainerStatus's `image_ref` as containerd's: the repo digest if the image had one,
+/// else the image ID.
+fn status_image_ref(v: &ContainerView) -> String {
+    if v.meta.image.repo_digest.is_empty() {
+        image_id(v)
+    } else {
+        v.meta.image.repo_digest.clone()
     }
 }
 
@@ -75,12 +111,13 @@ pub fn container(v: &ContainerView) -> cri::Container {
         pod_sandbox_id: v.meta.sandbox_id.to_string(),
         metadata: Some(container_metadata(v)),
         image: Some(image(v)),
-        image_ref: v.meta.config.image.clone(),
+        // containerd's ListContainers: the image ID.
+        image_ref: image_id(v),
         state: container_state(v.state) as i32,
         created_at: v.status.created_at,
         labels: map(&v.meta.config.labels),
         annotations: map(&v.meta.config.annotations),
-        image_id: String::new(),
+        image_id: image_id(v),
     }
 }
 
@@ -95,8 +132,8 @@ pub fn container_status(v: &ContainerView) -> cri::ContainerStatus {
         started_at,
         finished_at,
         exit_code: v.status.exit_code,
-        image: Some(image(v)),
-        image_ref: v.meta.config.image.clone(),
+        image: Some(status_image(v)),
+        image_ref: status_image_ref(v),
         reason: v.status.cri_reason(),
         message: v.status.message.clone(),
         labels: map(&v.meta.config.labels),
@@ -111,7 +148,7 @@ pub fn container_status(v: &ContainerView) -> cri::ContainerStatus {
                 linux: Some(resources(r)),
                 windows: None,
             }),
-        image_id: String::new(),
+        image_id: image_id(v),
         user: None,
     }
 }
@@ -128,6 +165,12 @@ pub fn container_info(v: &ContainerView) -> HashMap<String, String> {
         "stopSignal": v.meta.stop_signal,
         "logPath": v.meta.log_path,
         "unknown": v.status.unknown,
+        "image": {
+            "id": v.meta.image.id,
+            "name": v.meta.image.name,
+            "repoTag": v.meta.image.repo_tag,
+            "repoDigest": v.meta.image.repo_digest,
+        },
         "config": {
             "name": c.name,
             "attempt": c.attempt,

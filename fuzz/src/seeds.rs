@@ -469,6 +469,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         config: testing::container_config("app"),
         log_path: "/var/log/pods/web/app.log".into(),
         stop_signal: 15,
+        image: Default::default(),
     };
     let sandbox = SandboxMeta {
         id: SandboxId::new("p0").expect("valid id"),

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_backend::{
     Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta,
-    ExitStatus, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError,
-    Target, TaskMetrics, TaskState,
+    ExitStatus, ImageRef, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status,
+    StoreError, Target, TaskMetrics, TaskState,
 };
 use tokio::time::Instant;
 
@@ -241,6 +241,17 @@ impl<B> ProbedBackend<B> {
 
 #[async_trait]
 impl<B: Backend> Backend for ProbedBackend<B> {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call(
+                "Images.List",
+                id.as_str(),
+                d,
+                self.inner.resolve_image(id, image),
+            )
+            .await
+    }
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         let d = Some(BACKEND_DEADLINE);
         self.probe

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 pub use berth_core::{
     BackendError, BackendErrorKind, Call, CallResult, ContainerId, ContainerMeta, ExitStatus,
-    Resources, ResourcesOf, SandboxMeta, Status, Target, TaskState,
+    ImageRecord, ImageRef, Resources, ResourcesOf, SandboxMeta, Status, Target, TaskState,
 };
 
 /// A containerd container record carrying berth's label, as listed at recovery.
@@ -67,7 +67,14 @@ pub struct TaskMetrics {
 /// return within a deadline (the implementation's or the caller's).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Creates the container record (rootfs snapshot, OCI spec, labels, metadata extension).
+    /// Resolves a CRI container's image reference in the image store (by ID, normalised
+    /// name or unique ID prefix: [`berth_core::resolve_image`] over the store's names and
+    /// IDs). Changes nothing. NotFound naming the image when none matches, InvalidArgument
+    /// for an ambiguous prefix ([`berth_core::ImageError::to_backend`]); `id` is the
+    /// container being created (the error's target).
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError>;
+    /// Creates the container record (rootfs snapshot, OCI spec, labels, metadata extension)
+    /// from the image `meta.image` names (resolved by [`Backend::resolve_image`]).
     /// AlreadyExists if the id is taken.
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError>;
     /// Creates a sandbox's pause container record.
@@ -117,6 +124,9 @@ pub async fn run_call<B: Backend + ?Sized>(
     call: &Call,
 ) -> Result<CallResult, BackendError> {
     Ok(match call {
+        Call::ResolveImage { id, image } => {
+            CallResult::Image(Box::new(backend.resolve_image(id, image).await?))
+        }
         Call::CreateContainer(meta) => {
             backend.create_container(meta).await?;
             CallResult::Done

@@ -71,6 +71,7 @@ fn meta(id: &str, pod: &str, image: &str) -> ContainerMeta {
         },
         log_path: String::new(),
         stop_signal: 15,
+        image: Default::default(),
     }
 }
 

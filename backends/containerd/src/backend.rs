@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, ContainerId, ContainerMeta, ExitStatus, Listing, Resources, ResourcesOf,
-    SandboxMeta, Target, TaskMetrics, TaskState,
+    Backend, BackendError, ContainerId, ContainerMeta, ExitStatus, ImageRef, Listing, Resources,
+    ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
 };
 
 use crate::client::Client;
@@ -106,6 +106,16 @@ fn own_oom_score_adj() -> i64 {
 
 #[async_trait]
 impl Backend for ContainerdBackend {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        let timeout = self.config().call_timeout;
+        let (image, _) = self
+            .inner
+            .images
+            .resolve_ref(self.client(), image, id.as_str(), timeout)
+            .await?;
+        Ok(image)
+    }
+
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         self.create_cri_container(meta).await
     }

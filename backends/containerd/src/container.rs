@@ -83,10 +83,16 @@ impl ContainerdBackend {
             }
         };
         let cfg = self.config();
-        let image = self
+        let (image_name, image) = self
             .inner
             .images
-            .resolve(self.client(), &meta.config.image, id, cfg.call_timeout)
+            .for_container(
+                self.client(),
+                &meta.image,
+                &meta.config.image,
+                id,
+                cfg.call_timeout,
+            )
             .await?;
         let process = spec::container_process(&meta.config, &image.config, &sandbox.hostname)
             .map_err(|e| {
@@ -110,7 +116,7 @@ impl ContainerdBackend {
             id,
             kind: KIND_CONTAINER,
             sandbox: meta.sandbox_id.as_str(),
-            image: &meta.config.image,
+            image: &image_name,
             chain_id: &image.chain_id,
             spec,
             extension: (CONTAINER_EXTENSION, CONTAINER_META_TYPE_URL, meta.encode()),

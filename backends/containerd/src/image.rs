@@ -3,13 +3,17 @@
 //! (entrypoint, cmd, env, working dir, user).
 //!
 //! Mirrors containerd's `images.Manifest` / `images.Config` / `image.RootFS` + `identity.ChainID`.
+//! A CRI container's reference is resolved by ID, name or ID prefix as containerd's CRI does
+//! (`localResolve`): `Images.List` gives every name, each image's config digest is its ID,
+//! and [`berth_core::resolve_image`] picks (docs/containerd-behaviour.md §4.1.1).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_backend::{BackendError, BackendErrorKind};
-use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
+use berth_backend::{BackendError, BackendErrorKind, ImageRecord, ImageRef};
+use containerd_client::services::v1::{GetImageRequest, ListImagesRequest, ReadContentRequest};
+use containerd_client::types::Descriptor as WireDescriptor;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -49,6 +53,8 @@ pub struct ImageConfig {
 pub struct ResolvedImage {
     /// Digest of the image's target (manifest or index) when it was resolved.
     pub target: String,
+    /// The image ID: the digest of its config (`sha256:…`).
+    pub id: String,
     /// Chain id of the top layer: the name of the committed snapshot to prepare on.
     pub chain_id: String,
     /// Its config.
@@ -209,6 +215,123 @@ impl ImageCache {
                 format!("image {image:?} has no target"),
             )
         })?;
+        self.load(client, image, desc, target, timeout).await
+    }
+
+    /// Every image of the store with its ID, read through the cache. An image whose content
+    /// cannot be read (a partial pull, another platform only) is left out, as containerd's
+    /// CRI leaves it out of its image store; an unreachable containerd is an error.
+    async fn records(
+        &self,
+        client: &Client,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<Vec<(ImageRecord, Arc<ResolvedImage>)>, BackendError> {
+        const VERB: &str = "Images.List";
+        let listed = tokio::time::timeout(
+            timeout,
+            client
+                .images()
+                .list(client.request(ListImagesRequest { filters: vec![] })),
+        )
+        .await
+        .map_err(|_| deadline_exceeded(VERB, target, timeout))?
+        .map_err(|s| map_status(&s, VERB, target))?
+        .into_inner();
+        let mut out = Vec::with_capacity(listed.images.len());
+        for image in listed.images {
+            let Some(desc) = image.target else { continue };
+            match self.load(client, &image.name, desc, target, timeout).await {
+                Ok(r) => out.push((ImageRecord::new(image.name, r.id.clone()), r)),
+                Err(e) if e.kind == BackendErrorKind::FailedPrecondition => {
+                    tracing::debug!(image = %image.name, error = %e, "image left out: unreadable");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a CRI container's image reference (`input`) by ID, name or unique ID prefix.
+    /// NotFound names the image; an ambiguous prefix is InvalidArgument.
+    pub(crate) async fn resolve_ref(
+        &self,
+        client: &Client,
+        input: &str,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<(ImageRef, Arc<ResolvedImage>), BackendError> {
+        let records = self.records(client, target, timeout).await?;
+        let table: Vec<ImageRecord> = records.iter().map(|(r, _)| r.clone()).collect();
+        let image = berth_core::resolve_image(input, &table).map_err(|e| {
+            let mut e = e.to_backend("Images.List", target);
+            e.message
+                .push_str(&format!(" (containerd namespace {:?})", client.namespace()));
+            e
+        })?;
+        let resolved = records
+            .into_iter()
+            .find(|(r, _)| r.name == image.name)
+            .map(|(_, r)| r)
+            .ok_or_else(|| {
+                local(
+                    BackendErrorKind::NotFound,
+                    "Images.List",
+                    target,
+                    format!("image {input:?} not found"),
+                )
+            })?;
+        Ok((image, resolved))
+    }
+
+    /// The image a container's metadata names: the store name it was resolved through if
+    /// that still points at the same ID, else any name of that ID (a tag moved meanwhile),
+    /// else NotFound. Metadata without a resolved image resolves `config.image`.
+    pub(crate) async fn for_container(
+        &self,
+        client: &Client,
+        image: &ImageRef,
+        config_image: &str,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<(String, Arc<ResolvedImage>), BackendError> {
+        if image.id.is_empty() {
+            let (image, r) = self
+                .resolve_ref(client, config_image, target, timeout)
+                .await?;
+            return Ok((image.name, r));
+        }
+        let records = self.records(client, target, timeout).await?;
+        let same = |(rec, _): &&(ImageRecord, Arc<ResolvedImage>)| rec.id == image.id;
+        records
+            .iter()
+            .filter(same)
+            .find(|(rec, _)| rec.name == image.name)
+            .or_else(|| records.iter().find(same))
+            .map(|(rec, r)| (rec.name.clone(), r.clone()))
+            .ok_or_else(|| {
+                local(
+                    BackendErrorKind::NotFound,
+                    "Images.List",
+                    target,
+                    format!(
+                        "image {config_image:?} ({}) is no longer in containerd's image store (namespace {:?})",
+                        image.id,
+                        client.namespace()
+                    ),
+                )
+            })
+    }
+
+    /// What the image with target `desc` (named `image`) is, read once per target digest.
+    async fn load(
+        &self,
+        client: &Client,
+        image: &str,
+        desc: WireDescriptor,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<Arc<ResolvedImage>, BackendError> {
         if let Some(hit) = self.lock().get(&desc.digest) {
             return Ok(hit.clone());
         }
@@ -239,6 +362,7 @@ impl ImageCache {
             .ok_or_else(|| bad("config lists no layers (rootfs.diff_ids is empty)".into()))?;
         let resolved = Arc::new(ResolvedImage {
             target: desc.digest.clone(),
+            id: manifest.config.digest.clone(),
             chain_id,
             config: config.config.unwrap_or_default(),
         });

@@ -170,7 +170,7 @@ async fn not_found_already_exists_and_failed_precondition() {
     let mut noimg = w.meta("noimg", &["true"]);
     noimg.config.image = "docker.io/library/absent:1".into();
     let e = w.backend.create_container(&noimg).await.unwrap_err();
-    assert_eq!(e.kind, BackendErrorKind::FailedPrecondition, "{e}");
+    assert_eq!(e.kind, BackendErrorKind::NotFound, "{e}");
     assert!(e.message.contains("docker.io/library/absent:1"), "{e}");
     let orphan = ContainerMeta {
         sandbox_id: SandboxId::new("nopod").unwrap(),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, Listing,
-    Resources, ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
+    Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, ImageRecord,
+    ImageRef, Listing, Resources, ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
 };
 use berth_core::SandboxId;
 use rand::rngs::SmallRng;
@@ -342,6 +342,12 @@ impl SimBackend {
     /// again (`None`).
     pub fn set_record_meta_error(&self, id: &str, error: Option<String>) -> Result<(), HookError> {
         self.state().model.set_meta_error(id, error)
+    }
+
+    /// Adds a name to the simulated image store (it starts with
+    /// [`crate::default_images`]), replacing what that name pointed at.
+    pub fn add_image(&self, record: ImageRecord) {
+        self.state().model.add_image(record);
     }
 
     /// Draws chaos from [`FaultPlan::chaos`]: in turn a containerd restart (if it is up), a
@@ -699,6 +705,15 @@ impl SimBackend {
 
 #[async_trait]
 impl Backend for SimBackend {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        // An `Images.List` costs about what a `Containers.List` does.
+        let lat = self.inner.cfg.latency.list;
+        self.call("Images.List", id.as_str(), lat, |m, _| {
+            m.resolve_image(id.as_str(), image)
+        })
+        .await
+    }
+
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         let lat = self.inner.cfg.latency.create_container;
         self.call("Containers.Create", meta.id.as_str(), lat, |m, now| {

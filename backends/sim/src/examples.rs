@@ -43,5 +43,6 @@ pub fn container_meta(pod: &str, container: &str) -> ContainerMeta {
         log_path: format!("/var/log/pods/{pod}/{container}.log"),
         config,
         stop_signal: 15,
+        image: Default::default(),
     }
 }

@@ -78,6 +78,7 @@ pub use error::HookError;
 pub use faults::{
     CallFaults, ChaosRates, DiskFaults, FaultCounts, FaultEvent, FaultKind, FaultPlan,
 };
+pub use model::{BUSYBOX_ID, default_images};
 pub use truth::{
     ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
     ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,

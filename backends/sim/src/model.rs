@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use berth_backend::{
-    BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, Listed, Listing,
-    Resources, SandboxMeta, TaskMetrics, TaskState,
+    BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, ImageRecord, ImageRef,
+    Listed, Listing, Resources, SandboxMeta, TaskMetrics, TaskState,
 };
 use berth_core::{SIGKILL, SandboxId, Target};
 use tokio::time::Instant;
@@ -22,6 +22,22 @@ use crate::truth::{
 
 /// containerd's namespace, as it appears in its error messages.
 const NAMESPACE: &str = "berth";
+
+/// The image ID of the busybox image every simulated containerd starts with.
+pub const BUSYBOX_ID: &str =
+    "sha256:3f57d9401f8d42f986df300f0c69192fc41da28ccc8d797829467780db3dd741";
+
+/// The image store every simulated containerd starts with: busybox under its tag and its
+/// repo digest, as a pull by name leaves it.
+pub fn default_images() -> Vec<ImageRecord> {
+    vec![
+        ImageRecord::new("docker.io/library/busybox:latest", BUSYBOX_ID),
+        ImageRecord::new(
+            "docker.io/library/busybox@sha256:1487d0af5f52b4ba31c7e465126ee2123fe3f2305d638e7827681e7cf6c83d5e",
+            BUSYBOX_ID,
+        ),
+    ]
+}
 
 /// Exit status of a task killed by SIGKILL.
 pub(crate) const KILLED: i32 = 128 + SIGKILL;
@@ -118,6 +134,8 @@ pub(crate) struct Model {
     /// No planned exit is due before this (a lower bound; `None`: none planned), so that
     /// [`Model::settle`], called on every call, scans the tasks only when one may be due.
     next_exit: Option<Instant>,
+    /// The image store: names and the image IDs they point at.
+    images: Vec<ImageRecord>,
 }
 
 fn err(kind: BackendErrorKind, verb: &str, id: &str, message: impl Into<String>) -> BackendError {
@@ -184,7 +202,25 @@ impl Model {
             epoch: 0,
             down_until: None,
             next_exit: None,
+            images: default_images(),
         }
+    }
+
+    /// Adds a name to the image store (replacing what that name pointed at).
+    pub fn add_image(&mut self, record: ImageRecord) {
+        self.images.retain(|r| r.name != record.name);
+        self.images.push(record);
+    }
+
+    /// Resolves a container's image reference as containerd's CRI does
+    /// ([`berth_core::resolve_image`] over the store): nothing changes.
+    pub fn resolve_image(&self, id: &str, image: &str) -> Result<ImageRef, BackendError> {
+        berth_core::resolve_image(image, &self.images).map_err(|e| {
+            let mut e = e.to_backend("Images.List", id);
+            e.message
+                .push_str(&format!(" (containerd namespace {NAMESPACE:?})"));
+            e
+        })
     }
 
     /// containerd serves calls at `now`.
@@ -323,6 +359,19 @@ impl Model {
                 VERB,
                 id,
                 format!("sandbox {pod} does not exist in containerd"),
+            ));
+        }
+        // The image the core resolved must still be there (metadata without one: not
+        // checked, as the real backend resolves its config's image then).
+        if !meta.image.id.is_empty() && !self.images.iter().any(|r| r.id == meta.image.id) {
+            return Err(err(
+                BackendErrorKind::NotFound,
+                "Images.List",
+                id,
+                format!(
+                    "image {:?} ({}) not found",
+                    meta.config.image, meta.image.id
+                ),
             ));
         }
         match self.tasks.get(pod).map(|t| t.proc) {

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, Listing,
-    LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target, TaskMetrics,
-    TaskState,
+    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, ImageRef,
+    Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target,
+    TaskMetrics, TaskState,
 };
 use berth_core::ContainerState;
 use tokio::sync::Semaphore;
@@ -128,6 +128,10 @@ impl<B> GatedBackend<B> {
 
 #[async_trait]
 impl<B: Backend> Backend for GatedBackend<B> {
+    async fn resolve_image(&self, id: &ContainerId, image: &str) -> Result<ImageRef, BackendError> {
+        self.inner.resolve_image(id, image).await
+    }
+
     async fn create_container(&self, meta: &ContainerMeta) -> Result<(), BackendError> {
         self.inner.create_container(meta).await
     }

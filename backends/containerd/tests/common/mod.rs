@@ -83,6 +83,7 @@ impl BackendFixture {
             },
             log_path: String::new(),
             stop_signal: 15,
+            image: Default::default(),
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
                 config: ContainerConfig::default(),
                 log_path: String::new(),
                 stop_signal: 15,
+                image: Default::default(),
             },
             status: Status {
                 pid: 7,
