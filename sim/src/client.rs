@@ -35,6 +35,7 @@ fn outcome<T>(r: &Result<T, ServiceError>) -> i64 {
         Err(ServiceError::Command(CommandError::Recovering)) => 1,
         Err(ServiceError::Stopped) => 2,
         Err(ServiceError::Command(e)) => 10 + e.code() as i64,
+        Err(ServiceError::Backend(e)) => 100 + e.kind.code() as i64,
     }
 }
 
