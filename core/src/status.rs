@@ -162,6 +162,8 @@ impl Status {
             }
             if exit.synthetic {
                 next.reason = UNKNOWN_REASON.to_owned();
+            } else if exit.oom_killed {
+                next.reason = OOM_REASON.to_owned();
             }
         }
         next.unknown = false;
@@ -205,6 +207,9 @@ pub struct ExitStatus {
     /// True when berth made this exit up because the real one cannot be known (shim gone,
     /// unknown container stopped); recorded with reason "Unknown".
     pub synthetic: bool,
+    /// The kernel OOM-killed a process of the task's cgroup (containerd's `TaskOOM`);
+    /// recorded with reason [`OOM_REASON`], as containerd's CRI does.
+    pub oom_killed: bool,
 }
 
 impl ExitStatus {
@@ -214,6 +219,15 @@ impl ExitStatus {
             code,
             exited_at,
             synthetic: false,
+            oom_killed: false,
+        }
+    }
+
+    /// The same exit, of a task the kernel OOM-killed a process of.
+    pub fn oom_killed(self) -> Self {
+        ExitStatus {
+            oom_killed: true,
+            ..self
         }
     }
 
@@ -223,6 +237,7 @@ impl ExitStatus {
             code: UNKNOWN_EXIT_CODE,
             exited_at: now,
             synthetic: true,
+            oom_killed: false,
         }
     }
 }
@@ -230,6 +245,30 @@ impl ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oom_kill_is_recorded_as_oomkilled_and_only_a_first_exit_counts() {
+        let running = Status {
+            created_at: 1,
+            started_at: 2,
+            pid: 7,
+            ..Status::default()
+        };
+        let oom = running.with_exit(ExitStatus::real(137, 30).oom_killed());
+        assert_eq!(
+            (oom.exit_code, oom.cri_reason().as_str()),
+            (137, OOM_REASON)
+        );
+        // A later exit changes nothing, OOM or not.
+        let again = oom.with_exit(ExitStatus::real(0, 40));
+        assert_eq!(again, oom);
+        let plain = running.with_exit(ExitStatus::real(137, 30));
+        assert_eq!(plain.cri_reason(), "Error");
+        assert_eq!(
+            plain.with_exit(ExitStatus::real(137, 31).oom_killed()),
+            plain
+        );
+    }
 
     #[test]
     fn derived_state_follows_spec_order() {

@@ -134,7 +134,26 @@ impl ContainerdBackend {
             .map_err(|s| map_status(&s, "Tasks.Wait", id))?
             .into_inner();
         self.sync_logs(id).await;
-        Ok(exit(reply.exit_status, reply.exited_at.as_ref()))
+        let exit = exit(reply.exit_status, reply.exited_at.as_ref());
+        Ok(self.with_oom(id, exit).await)
+    }
+
+    /// `exit` marked OOM-killed if the kernel OOM-killed a process in the task's cgroup
+    /// (containerd's CRI learns it from the `TaskOOM` event; berth reads the cgroup's OOM
+    /// kill counter through `Tasks.Metrics`, which still answers until the task is deleted).
+    /// A failed read leaves the exit as it is.
+    async fn with_oom(&self, id: &str, exit: ExitStatus) -> ExitStatus {
+        let Ok(cid) = berth_backend::ContainerId::new(id) else {
+            return exit;
+        };
+        match self.metrics_of(std::slice::from_ref(&cid)).await {
+            Ok(m) if m.iter().any(|m| m.id == id && m.oom_kills > 0) => exit.oom_killed(),
+            Ok(_) => exit,
+            Err(e) => {
+                tracing::debug!(task = id, error = %e, "no OOM count for an exited task");
+                exit
+            }
+        }
     }
 
     /// `Tasks.Kill` of the init process.
@@ -244,7 +263,8 @@ impl ContainerdBackend {
             ProcessStatus::Created => TaskState::Created { pid: process.pid },
             ProcessStatus::Running => TaskState::Running { pid: process.pid },
             ProcessStatus::Stopped => {
-                TaskState::Stopped(exit(process.exit_status, process.exited_at.as_ref()))
+                let exit = exit(process.exit_status, process.exited_at.as_ref());
+                TaskState::Stopped(self.with_oom(id, exit).await)
             }
             ProcessStatus::Paused | ProcessStatus::Pausing | ProcessStatus::Unknown => {
                 TaskState::Paused

@@ -280,6 +280,12 @@ impl Model {
             Proc::Running { .. } => true,
         };
         let status = ExitStatus::real(code, wall);
+        // containerd's CRI learns an OOM kill from the task's cgroup (TaskOOM).
+        let status = if cause == ExitCause::OomKilled {
+            status.oom_killed()
+        } else {
+            status
+        };
         task.proc = Proc::Stopped(status);
         let exit = RealExit {
             target: task.target.clone(),

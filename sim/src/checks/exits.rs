@@ -48,7 +48,8 @@ pub fn no_exit_lost(
         if s.reason == START_ERROR_REASON {
             continue;
         }
-        let recorded_code = v.state == ContainerState::Exited && s.reason.is_empty();
+        let recorded_code = v.state == ContainerState::Exited
+            && (s.reason.is_empty() || s.reason == berth_core::OOM_REASON);
         if !recorded_code && !promised(&v.meta.id, last.task, last.pid) {
             continue;
         }
@@ -66,8 +67,12 @@ pub fn no_exit_lost(
             }
         );
         match v.state {
-            ContainerState::Exited if s.reason.is_empty() => {
-                if s.exit_code != last.code || !finish_matches(v, last) {
+            ContainerState::Exited if s.reason.is_empty() || s.reason == berth_core::OOM_REASON => {
+                let oom = s.reason == berth_core::OOM_REASON;
+                if s.exit_code != last.code
+                    || !finish_matches(v, last)
+                    || oom != (last.cause == ExitCause::OomKilled)
+                {
                     bad.push(format!("container {id} recorded {what} but {real}"));
                 }
             }

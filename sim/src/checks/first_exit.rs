@@ -155,11 +155,7 @@ mod tests {
 
     #[test]
     fn a_later_conflicting_exit_is_a_violation() {
-        let exited = running().with_exit(ExitStatus {
-            code: 3,
-            exited_at: 30,
-            synthetic: false,
-        });
+        let exited = running().with_exit(ExitStatus::real(3, 30));
         let mut f = FirstExits::default();
         let records = [
             rec(running(), 25, false),
@@ -182,11 +178,7 @@ mod tests {
 
     #[test]
     fn the_first_real_code_must_be_a_real_exit() {
-        let wrong = running().with_exit(ExitStatus {
-            code: 137,
-            exited_at: 30,
-            synthetic: false,
-        });
+        let wrong = running().with_exit(ExitStatus::real(137, 30));
         let mut f = FirstExits::default();
         let bad = f.judge(&[rec(wrong.clone(), 31, false)], |_| real(3, 30));
         assert!(

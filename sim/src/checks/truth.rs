@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use berth_backend::TaskState;
 use berth_core::{
-    ContainerState, START_ERROR_EXIT_CODE, START_ERROR_REASON, SandboxState, UNKNOWN_EXIT_CODE,
-    UNKNOWN_REASON,
+    ContainerState, OOM_REASON, START_ERROR_EXIT_CODE, START_ERROR_REASON, SandboxState,
+    UNKNOWN_EXIT_CODE, UNKNOWN_REASON,
 };
 use berth_service::{ContainerView, SandboxView};
-use berth_simbackend::{RealExit, Truth};
+use berth_simbackend::{ExitCause, RealExit, Truth};
 
 use super::describe;
 
@@ -82,9 +82,12 @@ pub fn cri_matches_truth(
         if v.state == ContainerState::Exited {
             let s = &v.status;
             let ok = match s.reason.as_str() {
-                "" => truth
-                    .exits_of(id)
-                    .any(|e| e.code == s.exit_code && finish_matches(v, e)),
+                "" => truth.exits_of(id).any(|e| {
+                    e.code == s.exit_code && finish_matches(v, e) && e.cause != ExitCause::OomKilled
+                }),
+                r if r == OOM_REASON => truth.exits_of(id).any(|e| {
+                    e.code == s.exit_code && finish_matches(v, e) && e.cause == ExitCause::OomKilled
+                }),
                 r if r == START_ERROR_REASON => s.exit_code == START_ERROR_EXIT_CODE,
                 r if r == UNKNOWN_REASON => s.exit_code == UNKNOWN_EXIT_CODE,
                 _ => true,
