@@ -98,6 +98,24 @@ pub enum Command {
     },
     /// Print a container's log.
     Logs(LogsArgs),
+    /// Show containers' resource usage (CPU, memory), as crictl stats does.
+    Stats(StatsArgs),
+}
+
+/// `berth stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this container (id or unique prefix).
+    pub id: Option<String>,
+    /// Only containers of this pod (id or prefix).
+    #[arg(long, short = 'p')]
+    pub pod: Option<String>,
+    /// Label key=value the containers must have (repeatable).
+    #[arg(long = "label", short = 'l', value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Show whole ids.
+    #[arg(long)]
+    pub no_trunc: bool,
 }
 
 /// `berth runp`.

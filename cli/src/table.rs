@@ -189,6 +189,49 @@ pub(crate) fn containers_table(
 }
 
 /// A ContainerState's CRI name (`CONTAINER_RUNNING`); an unknown value is UNKNOWN.
+/// `berth stats`: one row per container, crictl's columns.
+pub(crate) fn stats_table(stats: &[cri::ContainerStats], no_trunc: bool) -> String {
+    let rows: Vec<Vec<String>> = stats
+        .iter()
+        .map(|s| {
+            let a = s.attributes.clone().unwrap_or_default();
+            let cpu = s
+                .cpu
+                .as_ref()
+                .and_then(|c| c.usage_nano_cores.as_ref())
+                .map_or("-".to_owned(), |n| format!("{:.2}", n.value as f64 / 1e7));
+            let mem = s
+                .memory
+                .as_ref()
+                .and_then(|m| m.working_set_bytes.as_ref())
+                .map_or("-".to_owned(), |b| bytes(b.value));
+            vec![
+                trunc(&a.id, no_trunc),
+                a.metadata.map(|m| m.name).unwrap_or_default(),
+                cpu,
+                mem,
+            ]
+        })
+        .collect();
+    table(&["CONTAINER", "NAME", "CPU %", "MEM"], &rows)
+}
+
+/// Bytes in the largest binary unit that keeps the number at or above 1 ("12.5MiB").
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
 pub(crate) fn container_state_name(v: i32) -> &'static str {
     cri::ContainerState::try_from(v)
         .map(|s| s.as_str_name())
@@ -246,6 +289,45 @@ pub(crate) fn add_info(v: &mut Value, info: &HashMap<String, String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_rows_show_the_rate_and_the_working_set_or_a_dash() {
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 << 20), "3.0MiB");
+        assert_eq!(bytes(1536), "1.5KiB");
+        let with = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: "0123456789abcdef0123".into(),
+                metadata: Some(cri::ContainerMetadata {
+                    name: "web".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            cpu: Some(cri::CpuUsage {
+                usage_nano_cores: Some(cri::UInt64Value { value: 250_000_000 }),
+                ..Default::default()
+            }),
+            memory: Some(cri::MemoryUsage {
+                working_set_bytes: Some(cri::UInt64Value { value: 5 << 20 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let without = cri::ContainerStats {
+            attributes: with.attributes.clone(),
+            ..Default::default()
+        };
+        let t = stats_table(&[with, without], false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("CONTAINER"), "{t}");
+        assert!(
+            lines[1].contains("0123456789ab") && lines[1].contains("25.00"),
+            "{t}"
+        );
+        assert!(lines[1].contains("5.0MiB"), "{t}");
+        assert!(lines[2].trim_end().ends_with('-'), "{t}");
+    }
 
     #[test]
     fn ago_reads_like_crictl() {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::CliError;
-use crate::args::{CreateArgs, Output, PsArgs};
+use crate::args::{CreateArgs, Output, PsArgs, StatsArgs};
 use crate::requests::container_request;
 use crate::table::{
     add_info, container_json, container_status_json, containers_table, now_nanos, print, print_ids,
@@ -154,4 +154,40 @@ pub(crate) async fn inspect(ctx: &Ctx, ids: Vec<String>) -> Result<(), CliError>
         },
     )
     .await
+}
+
+/// `berth stats`: ListContainerStats with the filters given; a table (CPU % from the rate
+/// between two of berthd's samples, "-" before it has two), or the CRI JSON.
+pub(crate) async fn stats(ctx: &Ctx, a: StatsArgs) -> Result<(), CliError> {
+    let filter = cri::ContainerStatsFilter {
+        id: a.id.clone().unwrap_or_default(),
+        pod_sandbox_id: a.pod.clone().unwrap_or_default(),
+        label_selector: a.labels.iter().cloned().collect(),
+    };
+    let mut c = ctx.cri.clone();
+    let mut stats = ctx
+        .call(
+            "ListContainerStats",
+            c.list_container_stats(cri::ListContainerStatsRequest {
+                filter: Some(filter),
+            }),
+        )
+        .await?
+        .stats;
+    stats.sort_by(|x, y| {
+        let name = |s: &cri::ContainerStats| {
+            s.attributes
+                .as_ref()
+                .and_then(|a| a.metadata.as_ref())
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        };
+        name(x).cmp(&name(y))
+    });
+    match ctx.output {
+        Output::Json => print_json(&json!({
+            "stats": stats.iter().map(|s| serde_json::to_value(s).unwrap_or_default()).collect::<Vec<_>>()
+        })),
+        Output::Table => print(&crate::table::stats_table(&stats, a.no_trunc)),
+    }
 }

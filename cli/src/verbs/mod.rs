@@ -109,5 +109,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ps(a) => containers::ps(&ctx, a).await,
         Command::Inspect { ids } => containers::inspect(&ctx, ids).await,
         Command::Logs(a) => logs::logs(&ctx, a).await,
+        Command::Stats(a) => containers::stats(&ctx, a).await,
     }
 }
