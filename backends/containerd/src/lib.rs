@@ -33,6 +33,7 @@ mod client;
 mod config;
 mod container;
 mod error;
+mod exec;
 mod image;
 pub mod logio;
 pub mod spec;

@@ -79,6 +79,7 @@ pub use faults::{
     CallFaults, ChaosRates, DiskFaults, FaultCounts, FaultEvent, FaultKind, FaultPlan,
 };
 pub use truth::{
-    ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
+    ExecEnd, ExecPlan, ExecTruth, ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta,
+    RecordTruth, Restart, SIM_EXEC_WORD, ShimDeath, ShimState, ShimTruth, SignalTruth, TaskTruth,
+    Truth,
 };
