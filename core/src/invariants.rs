@@ -288,7 +288,10 @@ impl Machine {
         #[cfg(not(feature = "planted-bugs"))]
         let answers_early = false;
         for (exec_id, e) in &self.execs {
-            ensure!(&e.id == exec_id, "exec {exec_id} is stored under another id");
+            ensure!(
+                &e.id == exec_id,
+                "exec {exec_id} is stored under another id"
+            );
             ensure!(
                 exec_id.is_berths(),
                 "exec {exec_id} lacks berth's prefix: recovery's sweep would miss it"

@@ -88,9 +88,9 @@ pub use checkpoint::{
     CHECKPOINT_VERSION, CheckpointError, MAX_CHECKPOINT_BYTES, decode as decode_checkpoint,
     encode as encode_checkpoint,
 };
-pub use config::{Config, EXEC_OUTPUT_CAP};
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use config::{Config, EXEC_OUTPUT_CAP};
 pub use error::{CommandError, ErrorCode, Guard, Operation};
 pub use execsync::{Exec, ExecState};
 pub use ids::{

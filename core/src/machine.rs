@@ -469,9 +469,7 @@ impl Machine {
             Timer::RetryObserve { target, attempt } => self.observe(target, attempt),
             Timer::ExecTimeout { exec_id } => self.on_exec_timeout(exec_id),
             Timer::RetryExecKill { exec_id, attempt } => self.retry_exec_kill(exec_id, attempt),
-            Timer::RetryExecDelete { exec_id, attempt } => {
-                self.retry_exec_delete(exec_id, attempt)
-            }
+            Timer::RetryExecDelete { exec_id, attempt } => self.retry_exec_delete(exec_id, attempt),
             Timer::RetryExecSweep { id, attempt } => self.retry_exec_sweep(id, attempt),
         }
     }

@@ -368,16 +368,25 @@ impl FakeNode {
         {
             let key = (target.clone(), exec_id.clone());
             match self.execs.get(&key) {
-                Some(FakeExec { exit: Some(code), .. }) => {
+                Some(FakeExec {
+                    exit: Some(code), ..
+                }) => {
                     let out = self.execs[&key].output(*code);
                     self.feed_call(op, verb, &target, Ok(CallResult::ExecExited(Box::new(out))));
                 }
                 Some(_) => {
-                    self.log(format!("  call {op} {verb} {target} exec {exec_id} -> (waiting)"));
+                    self.log(format!(
+                        "  call {op} {verb} {target} exec {exec_id} -> (waiting)"
+                    ));
                     self.exec_waits.push((op, target, exec_id.clone()));
                 }
                 None => {
-                    let e = self.err(BackendErrorKind::NotFound, verb, &target, "process not found");
+                    let e = self.err(
+                        BackendErrorKind::NotFound,
+                        verb,
+                        &target,
+                        "process not found",
+                    );
                     self.feed_call(op, verb, &target, Err(e));
                 }
             }
@@ -660,7 +669,9 @@ impl FakeNode {
                     }
                     self.execs.remove(key);
                 }
-                Ok(CallResult::Swept(u32::try_from(keys.len()).unwrap_or(u32::MAX)))
+                Ok(CallResult::Swept(
+                    u32::try_from(keys.len()).unwrap_or(u32::MAX),
+                ))
             }
             Call::ReopenLog(_) => match self.tasks.get(&target) {
                 Some(FakeTask::Running(_)) => {

@@ -90,7 +90,10 @@ fn exec_past_its_timeout_is_killed_then_deadline_exceeded() {
     let e = reply.expect_err("a timeout is an error");
     assert_eq!(e.code(), ErrorCode::DeadlineExceeded);
     let msg = e.to_string();
-    assert!(msg.contains("c1") && msg.contains("timeout 1s exceeded"), "{msg}");
+    assert!(
+        msg.contains("c1") && msg.contains("timeout 1s exceeded"),
+        "{msg}"
+    );
     assert!(w.live_execs().is_empty(), "the sleep survived its timeout");
     nothing_left(&w);
     insta::assert_snapshot!(w.transcript_text());
@@ -119,14 +122,19 @@ fn exec_of_a_container_that_does_not_run_is_refused() {
     w.transcript.clear();
     let created = w.run(exec(1, &["echo", "hi"], 0)).unwrap_err();
     assert_eq!(created.code(), ErrorCode::FailedPrecondition);
-    assert!(created.to_string().contains("CONTAINER_CREATED"), "{created}");
+    assert!(
+        created.to_string().contains("CONTAINER_CREATED"),
+        "{created}"
+    );
     w.start("c1").unwrap();
     w.exit_task(&FakeNode::ct("c1"), 0);
     w.settle();
     let exited = w.run(exec(2, &["echo", "hi"], 0)).unwrap_err();
     assert_eq!(exited.code(), ErrorCode::FailedPrecondition);
     assert!(
-        exited.to_string().contains("container c1: cannot exec in state CONTAINER_EXITED"),
+        exited
+            .to_string()
+            .contains("container c1: cannot exec in state CONTAINER_EXITED"),
         "{exited}"
     );
     let unknown = w
@@ -164,7 +172,10 @@ fn exec_calls_fail_at_each_step() {
         (
             "Tasks.Wait breaks (containerd restarting)",
             Box::new(|w: &mut FakeNode| {
-                w.fail_next("Tasks.Wait", CallFault::Before(BackendErrorKind::Unavailable))
+                w.fail_next(
+                    "Tasks.Wait",
+                    CallFault::Before(BackendErrorKind::Unavailable),
+                )
             }),
         ),
         (
@@ -180,7 +191,10 @@ fn exec_calls_fail_at_each_step() {
         (
             "Tasks.Kill of the timed-out exec unavailable",
             Box::new(|w: &mut FakeNode| {
-                w.fail_next("Tasks.Kill", CallFault::Before(BackendErrorKind::Unavailable))
+                w.fail_next(
+                    "Tasks.Kill",
+                    CallFault::Before(BackendErrorKind::Unavailable),
+                )
             }),
         ),
     ];
@@ -198,7 +212,10 @@ fn exec_calls_fail_at_each_step() {
                 break;
             }
         }
-        assert!(!answered_with_live_exec, "{name}: answered with its exec alive");
+        assert!(
+            !answered_with_live_exec,
+            "{name}: answered with its exec alive"
+        );
         let reply = w.replies.get(&req).cloned();
         assert!(
             matches!(&reply, Some(Err(_))),
@@ -227,8 +244,14 @@ fn crash_during_exec_then_recovery_sweeps_it() {
         Some(ExecState::Queued)
     );
     w.settle();
-    assert!(w.live_execs().is_empty(), "the crashed berth's exec lives on");
-    assert!(!w.replies.contains_key(&req), "a request of the dead berth got an answer");
+    assert!(
+        w.live_execs().is_empty(),
+        "the crashed berth's exec lives on"
+    );
+    assert!(
+        !w.replies.contains_key(&req),
+        "a request of the dead berth got an answer"
+    );
     assert_eq!(w.replies.get(&late).cloned(), Some(output(0, "after\n")));
     assert_eq!(w.machine.exec_sweeps_pending().count(), 0);
     nothing_left(&w);

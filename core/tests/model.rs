@@ -130,6 +130,9 @@ struct Model {
     /// ExecSync requests: their exec process and its command.
     execs: BTreeMap<RequestId, (Target, ExecId, Vec<String>)>,
     next_exec: u32,
+    /// ExecSync requests a crash cut off: they are never answered, and their exec process
+    /// must not outlive the recovery's sweep.
+    orphaned_execs: BTreeSet<RequestId>,
 }
 
 fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
@@ -264,13 +267,24 @@ fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
         Op::KillShim(c) => w.kill_shim(&FakeNode::ct(&cname(*c))),
         Op::RestartContainerd => w.restart_containerd(),
         Op::Advance(s) => w.advance(Duration::from_millis(*s as u64 * 50)),
-        Op::Crash => w.crash_and_recover(|_| None),
+        Op::Crash => {
+            for req in m.execs.keys() {
+                if !w.replies.contains_key(req) {
+                    m.orphaned_execs.insert(*req);
+                }
+            }
+            w.crash_and_recover(|_| None)
+        }
         Op::Exec(c, kind, timeout) => {
             m.next_exec += 1;
             let exec_id = ExecId::new(format!("{EXEC_ID_PREFIX}{}", m.next_exec)).unwrap();
             let cmd: Vec<String> = match kind {
                 0 => vec!["echo".into(), format!("x{}", m.next_exec)],
-                1 => vec!["sh".into(), "-c".into(), format!("exit {}", m.next_exec % 7)],
+                1 => vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("exit {}", m.next_exec % 7),
+                ],
                 _ => vec!["sleep".into(), "4321".into()],
             };
             let command = Command::ExecSync {
@@ -561,7 +575,10 @@ fn check_truth(w: &FakeNode, m: &Model) -> Result<(), String> {
         ));
     }
     if let Some(e) = w.machine.execs().next() {
-        return Err(format!("exec {} still in flight after the heal", e.exec_id()));
+        return Err(format!(
+            "exec {} still in flight after the heal",
+            e.exec_id()
+        ));
     }
     if !w.orphans.is_empty() {
         return Err(format!(
@@ -662,6 +679,14 @@ fn run(config: Config, ops: &[Op]) -> Result<(), String> {
     for op in ops {
         apply(&mut w, &mut m, op);
         check_step(&w, &mut m).map_err(|e| format!("after {op:?}: {e}"))?;
+    }
+    heal(&mut w);
+    // A `sleep` without a timeout whose client still waits ends on its own (the client
+    // would wait forever otherwise); those of requests a crash cut off must be gone.
+    for (req, (target, exec_id, _)) in &m.execs {
+        if !w.replies.contains_key(req) && !m.orphaned_execs.contains(req) {
+            w.exit_exec(target, exec_id, 0);
+        }
     }
     heal(&mut w);
     check_step(&w, &mut m).map_err(|e| format!("after the heal: {e}"))?;

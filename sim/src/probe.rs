@@ -372,7 +372,12 @@ impl<B: Backend> Backend for ProbedBackend<B> {
     async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError> {
         let d = Some(BACKEND_DEADLINE);
         self.probe
-            .call("Tasks.Exec", id.as_str(), d, self.inner.start_exec(id, exec))
+            .call(
+                "Tasks.Exec",
+                id.as_str(),
+                d,
+                self.inner.start_exec(id, exec),
+            )
             .await
     }
     async fn wait_exec(

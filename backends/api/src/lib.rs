@@ -89,8 +89,11 @@ pub trait Backend: Send + Sync + 'static {
     /// (a background child holding the pipe open cannot hold the wait); no deadline
     /// otherwise. A broken stream is `Unavailable`, never an exit. NotFound if the process
     /// is gone.
-    async fn wait_exec(&self, id: &ContainerId, exec_id: &ExecId)
-    -> Result<ExecOutput, BackendError>;
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError>;
     /// Signals the exec process. NotFound if it is gone or has exited.
     async fn kill_exec(
         &self,

@@ -22,9 +22,7 @@ use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::faults::{FaultCounts, FaultEvent, FaultKind, FaultPlan};
-use crate::model::{
-    ExecPoll, Model, WaitBegin, WaitPoll, connection_refused, transport_error,
-};
+use crate::model::{ExecPoll, Model, WaitBegin, WaitPoll, connection_refused, transport_error};
 use crate::truth::{ExecTruth, ObjectTruth, ProcessPlan, RealExit, Restart, ShimDeath, Truth};
 
 /// Stream constant: the backend's draws are independent of the disk's and the plan's.

@@ -16,8 +16,8 @@ use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::truth::{
-    ExecEnd, ExecPlan, ExecTruth, ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
+    ExecEnd, ExecPlan, ExecTruth, ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta,
+    RecordTruth, Restart, ShimDeath, ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
 };
 
 /// containerd's namespace, as it appears in its error messages.

@@ -450,12 +450,16 @@ impl ExecPlan {
 
     /// What it writes to stdout: `stdout_len` bytes of `a`..`z` repeated.
     pub fn stdout(&self) -> Vec<u8> {
-        (0..self.stdout_len).map(|i| b'a' + (i % 26) as u8).collect()
+        (0..self.stdout_len)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect()
     }
 
     /// What it writes to stderr: `stderr_len` bytes of `A`..`Z` repeated.
     pub fn stderr(&self) -> Vec<u8> {
-        (0..self.stderr_len).map(|i| b'A' + (i % 26) as u8).collect()
+        (0..self.stderr_len)
+            .map(|i| b'A' + (i % 26) as u8)
+            .collect()
     }
 }
 

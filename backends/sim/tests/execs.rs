@@ -58,12 +58,18 @@ async fn exec_answers_its_code_and_capped_output_and_is_deleted() {
     let sim = sim();
     running(&sim).await;
     let plan = ExecPlan::exit(Duration::from_secs(2), 3).printing(100, 5);
-    sim.start_exec(&cid("c1"), &spec(1, plan, 64)).await.unwrap();
+    sim.start_exec(&cid("c1"), &spec(1, plan, 64))
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
     let out = sim.wait_exec(&cid("c1"), &xid(1)).await.unwrap();
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     assert_eq!(out.exit_code, 3);
-    assert_eq!(out.stdout, plan.stdout()[..64].to_vec(), "capped at 64 bytes");
+    assert_eq!(
+        out.stdout,
+        plan.stdout()[..64].to_vec(),
+        "capped at 64 bytes"
+    );
     assert_eq!(out.stderr, plan.stderr());
     let truth = sim.truth();
     assert_eq!(truth.execs.len(), 1);
@@ -104,14 +110,18 @@ async fn a_background_child_holding_the_pipe_cannot_hold_the_wait() {
     let plan = ExecPlan::exit(Duration::from_secs(1), 0)
         .printing(3, 0)
         .lingering(Duration::MAX);
-    sim.start_exec(&cid("c1"), &spec(1, plan, 1024)).await.unwrap();
+    sim.start_exec(&cid("c1"), &spec(1, plan, 1024))
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
     let out = sim.wait_exec(&cid("c1"), &xid(1)).await.unwrap();
     assert_eq!(started.elapsed(), Duration::from_secs(1) + bound);
     assert_eq!(out.stdout, b"abc".to_vec());
     // A short-lived child only delays the wait until it closes the pipe.
     let plan = ExecPlan::exit(Duration::ZERO, 0).lingering(Duration::from_millis(300));
-    sim.start_exec(&cid("c1"), &spec(2, plan, 1024)).await.unwrap();
+    sim.start_exec(&cid("c1"), &spec(2, plan, 1024))
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
     sim.wait_exec(&cid("c1"), &xid(2)).await.unwrap();
     assert_eq!(started.elapsed(), Duration::from_millis(300));
