@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Eight live in berth-core (feature `planted-bugs`, modelled on
+//! a time (`SIM_BUG=<name>`). Ten live in berth-core (feature `planted-bugs`, modelled on
 //! containerd bugs); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
 
@@ -44,11 +44,15 @@ pub enum CoreBug {
     StopKillsAtOnce,
     /// `ExitNotHeldBehindUpdate`.
     ExitNotHeldBehindUpdate,
+    /// `ExecTimeoutNotKilled`.
+    ExecTimeoutNotKilled,
+    /// `RecoveryKeepsExecs`.
+    RecoveryKeepsExecs,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 8] = [
+    pub const ALL: [CoreBug; 10] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -57,6 +61,8 @@ impl CoreBug {
         CoreBug::RecoveryWriteFailureSkips,
         CoreBug::StopKillsAtOnce,
         CoreBug::ExitNotHeldBehindUpdate,
+        CoreBug::ExecTimeoutNotKilled,
+        CoreBug::RecoveryKeepsExecs,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -72,13 +78,15 @@ impl CoreBug {
             CoreBug::RecoveryWriteFailureSkips => P::RecoveryWriteFailureSkips,
             CoreBug::StopKillsAtOnce => P::StopKillsAtOnce,
             CoreBug::ExitNotHeldBehindUpdate => P::ExitNotHeldBehindUpdate,
+            CoreBug::ExecTimeoutNotKilled => P::ExecTimeoutNotKilled,
+            CoreBug::RecoveryKeepsExecs => P::RecoveryKeepsExecs,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 13] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -87,6 +95,8 @@ impl Bug {
         Bug::Core(CoreBug::RecoveryWriteFailureSkips),
         Bug::Core(CoreBug::StopKillsAtOnce),
         Bug::Core(CoreBug::ExitNotHeldBehindUpdate),
+        Bug::Core(CoreBug::ExecTimeoutNotKilled),
+        Bug::Core(CoreBug::RecoveryKeepsExecs),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -105,6 +115,8 @@ impl Bug {
             Bug::Core(CoreBug::RecoveryWriteFailureSkips) => "recovery_write_failure_skips",
             Bug::Core(CoreBug::StopKillsAtOnce) => "stop_kills_at_once",
             Bug::Core(CoreBug::ExitNotHeldBehindUpdate) => "exit_not_held_behind_update",
+            Bug::Core(CoreBug::ExecTimeoutNotKilled) => "exec_timeout_not_killed",
+            Bug::Core(CoreBug::RecoveryKeepsExecs) => "recovery_keeps_execs",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

@@ -217,6 +217,7 @@ impl SimWorld {
         config.core.backoff_initial = Duration::from_millis(500);
         config.core.backoff_max = Duration::from_secs(10);
         config.core.resync_backoff_max = Duration::from_secs(5);
+        config.core.exec_output_cap = crate::workload::SIM_EXEC_OUTPUT_CAP;
         config.recovery_parallelism = 8;
         config.id_seed = self.seed.rotate_left(17) ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         match self.shape.bug {

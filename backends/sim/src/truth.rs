@@ -357,6 +357,9 @@ pub struct ExecPlan {
     /// (`Duration::MAX`: forever). A wait returns once the pipe is closed or the drain
     /// bound ([`crate::SimConfig::exec_drain_bound`]) has passed, whichever comes first.
     pub linger: Duration,
+    /// A number that tells exec processes of one plan apart (the harness's, to find the
+    /// process of one request in the truth); it changes nothing the process does.
+    pub tag: u64,
 }
 
 impl Default for ExecPlan {
@@ -374,6 +377,7 @@ impl ExecPlan {
             stdout_len: 0,
             stderr_len: 0,
             linger: Duration::ZERO,
+            tag: 0,
         }
     }
 
@@ -400,6 +404,18 @@ impl ExecPlan {
         ExecPlan { linger, ..self }
     }
 
+    /// The same plan, tagged `tag` ([`ExecPlan::tag`]).
+    pub fn tagged(self, tag: u64) -> ExecPlan {
+        ExecPlan { tag, ..self }
+    }
+
+    /// How long after its start a wait of it returns, without kills: its exit plus the drain
+    /// of a lingering pipe (at most `drain_bound`); `None` if it runs until killed.
+    pub fn answered_after(&self, drain_bound: Duration) -> Option<Duration> {
+        self.exit_after
+            .map(|after| after.saturating_add(self.linger.min(drain_bound)))
+    }
+
     /// The command that runs this plan.
     pub fn to_cmd(&self) -> Vec<String> {
         let ms = |d: Duration| {
@@ -416,6 +432,7 @@ impl ExecPlan {
             self.stdout_len.to_string(),
             self.stderr_len.to_string(),
             ms(self.linger),
+            self.tag.to_string(),
         ]
     }
 
@@ -423,7 +440,7 @@ impl ExecPlan {
     /// default plan (exit 0 at once, silent).
     pub fn from_cmd(cmd: &[String]) -> ExecPlan {
         let parse = || -> Option<ExecPlan> {
-            let [word, after, code, out, err, linger] = cmd else {
+            let [word, after, code, out, err, linger, tag] = cmd else {
                 return None;
             };
             if word != SIM_EXEC_WORD {
@@ -443,6 +460,7 @@ impl ExecPlan {
                 stdout_len: out.parse().ok()?,
                 stderr_len: err.parse().ok()?,
                 linger: ms(linger)?,
+                tag: tag.parse().ok()?,
             })
         };
         parse().unwrap_or_default()

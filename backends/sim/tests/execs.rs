@@ -42,7 +42,7 @@ async fn running(sim: &SimBackend) {
 fn a_plan_survives_its_command() {
     for plan in [
         ExecPlan::exit(Duration::from_millis(1500), 3).printing(10, 20),
-        ExecPlan::forever(),
+        ExecPlan::forever().tagged(7),
         ExecPlan::exit(Duration::ZERO, 0).lingering(Duration::MAX),
     ] {
         assert_eq!(ExecPlan::from_cmd(&plan.to_cmd()), plan);

@@ -12,8 +12,11 @@
 //! - [`leaks`]: no task, shim, record or checkpoint left behind;
 //! - [`stuck`]: nothing stuck starting or removing, recovery and requests bounded;
 //! - [`graceful`]: a graceful stop signals first and kills only after its grace period;
-//! - [`write_order`]: one checkpoint write of a record at a time.
+//! - [`write_order`]: one checkpoint write of a record at a time;
+//! - [`execs`]: no exec process outlives its ExecSync's answer, answers follow the plan,
+//!   none is left after the heal.
 
+pub mod execs;
 pub mod exits;
 pub mod graceful;
 pub mod invariants;
