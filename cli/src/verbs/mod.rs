@@ -2,6 +2,7 @@
 //! the verb of a command line.
 
 mod containers;
+mod exec;
 mod logs;
 mod pods;
 mod runtime;
@@ -109,5 +110,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ps(a) => containers::ps(&ctx, a).await,
         Command::Inspect { ids } => containers::inspect(&ctx, ids).await,
         Command::Logs(a) => logs::logs(&ctx, a).await,
+        Command::Exec(a) => exec::exec(&ctx, a).await,
     }
 }
