@@ -19,7 +19,7 @@ pub struct Config {
     /// second; waiting 5 minutes to notice an exit would be wrong).
     pub resync_backoff_max: Duration,
     /// At most this many bytes of an exec process's stdout, and as many of its stderr, are
-    /// kept (docs/containerd-behaviour.md §10: containerd keeps 16 MiB of each); the rest is
+    /// kept (docs/containerd-behaviour.md §11: containerd keeps 16 MiB of each); the rest is
     /// dropped. The one place the cap is set ([`EXEC_OUTPUT_CAP`] by default).
     pub exec_output_cap: usize,
     /// A deliberate bug to switch on, to prove that the checks catch it (feature

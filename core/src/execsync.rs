@@ -1,4 +1,4 @@
-//! ExecSync (containerd's `ExecSync`, docs/containerd-behaviour.md §10): a command runs as
+//! ExecSync (containerd's `ExecSync`, docs/containerd-behaviour.md §11): a command runs as
 //! an exec process in a RUNNING container's task; its exit code and output are the answer.
 //!
 //! The core owns the exec's whole lifetime, as it owns every side effect:

@@ -304,7 +304,7 @@ impl Machine {
         };
         if d.watch {
             // Its task runs: an exec process a crashed berth started in it may live on
-            // (docs/recovery.md §5).
+            // (docs/recovery.md §8).
             self.sweep_execs(id, 0);
         }
         if d.cleanup {

@@ -1,4 +1,4 @@
-//! Transcripts of ExecSync (docs/containerd-behaviour.md §10, docs/architecture.md §3.9),
+//! Transcripts of ExecSync (docs/containerd-behaviour.md §11, docs/architecture.md §3.9),
 //! checked by insta: output and codes, the timeout (kill, then DeadlineExceeded), an exit
 //! of the container during an exec, an exec of a container that does not run, failures of
 //! each call, and a crash during an exec swept by recovery.

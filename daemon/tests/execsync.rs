@@ -1,5 +1,5 @@
 //! ExecSync end to end: a real berthd on a private containerd, over the CRI socket
-//! (docs/containerd-behaviour.md §10). Needs the containerd exec implementation
+//! (docs/containerd-behaviour.md §11). Needs the containerd exec implementation
 //! (`backends/containerd/src/exec.rs`).
 
 mod common;

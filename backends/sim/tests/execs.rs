@@ -1,4 +1,4 @@
-//! Exec processes of the simulated containerd (ExecSync, docs/containerd-behaviour.md §10):
+//! Exec processes of the simulated containerd (ExecSync, docs/containerd-behaviour.md §11):
 //! codes and output from the plan in the command, the output cap, runs until killed, a
 //! background child holding the pipe (the wait still returns within the drain bound), the
 //! death of the container's init, shim deaths, containerd restarts, the sweep, and the
