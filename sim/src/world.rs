@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::bugs::Bug;
-use crate::checks::{graceful, invariants, replies::Replies, write_order};
+use crate::checks::{execs, graceful, invariants, replies::Replies, write_order};
 use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
@@ -84,6 +84,9 @@ pub(crate) struct SimWorld {
     trigger: Arc<Trigger>,
     /// The requests that may kill a container's process, for the graceful-stop check.
     pub kills: Mutex<graceful::Requests>,
+    /// Each berth incarnation's start and readiness (unix ns), by number − 1, for the exec
+    /// sweep check.
+    pub incarnations: Mutex<Vec<execs::Incarnation>>,
     /// The berth node and the client tasks: stopped at the end of the run, because a task
     /// left pending holds the world (through the simulated containerd's wakers) in a cycle
     /// that would leak every seed's memory.
@@ -147,6 +150,7 @@ impl SimWorld {
             checked_at: AtomicU64::new(u64::MAX),
             trigger: Arc::new(Trigger::default()),
             kills: Mutex::new(graceful::Requests::default()),
+            incarnations: Mutex::new(Vec::new()),
             ends: Mutex::new((None, Vec::new())),
             shape,
         }
@@ -278,6 +282,16 @@ impl SimWorld {
         }
         if !self.has_failed() {
             self.check(write_order::one_write_at_a_time(&self.disk.overlaps()));
+        }
+        if !self.has_failed() {
+            let now = self.sim.now_wall();
+            let incs = lock(&self.incarnations).clone();
+            self.check(execs::swept_in_time(
+                &self.sim.execs(),
+                &incs,
+                now,
+                execs::SWEEP_BOUND,
+            ));
         }
     }
 
@@ -447,6 +461,10 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
         }),
     };
     lock(&w.kills).berth_started(w.sim.now_wall());
+    lock(&w.incarnations).push(execs::Incarnation {
+        started: w.sim.now_wall(),
+        ready: None,
+    });
     let backend = Arc::new(ProbedBackend::new(w.sim.clone(), probe.clone()));
     let store = Arc::new(ProbedStore::new(w.disk.clone(), probe));
     let svc = Service::start(backend, store, w.service_config(number));
@@ -459,6 +477,9 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
     });
     if svc.wait_ready().await.is_ok() {
         w.ready_no.store(number, Ordering::SeqCst);
+        if let Some(inc) = lock(&w.incarnations).get_mut(number as usize - 1) {
+            inc.ready = Some(w.sim.now_wall());
+        }
         w.event("berth", "ready", "", number as i64, String::new);
     }
     std::future::pending::<()>().await;

@@ -130,6 +130,56 @@ fn show(result: &Result<ExecOutput, ServiceError>) -> String {
     }
 }
 
+/// How long after a berth incarnation finished recovering an exec process of a dead one
+/// may still run: recovery's sweep runs in the background and is retried with back-off
+/// (capped at 5 s in the simulator) through faults, hung calls (10 s deadlines) and
+/// containerd outages.
+pub const SWEEP_BOUND: Duration = Duration::from_secs(30);
+
+/// One berth incarnation's start and readiness (unix ns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incarnation {
+    /// When it started (recovery began).
+    pub started: i64,
+    /// When it finished recovering, if it has.
+    pub ready: Option<i64>,
+}
+
+/// No exec process that a dead berth incarnation started runs `bound` after the current
+/// incarnation finished recovering (its sweep must have killed it). `incarnations` in start
+/// order; `now` in unix ns.
+pub fn swept_in_time(
+    execs: &[ExecTruth],
+    incarnations: &[Incarnation],
+    now: i64,
+    bound: Duration,
+) -> Result<(), String> {
+    let Some(current) = incarnations.last() else {
+        return Ok(());
+    };
+    let Some(ready) = current.ready else {
+        return Ok(());
+    };
+    let bound_ns = i64::try_from(bound.as_nanos()).unwrap_or(i64::MAX);
+    if now < ready.saturating_add(bound_ns) {
+        return Ok(());
+    }
+    match execs
+        .iter()
+        .find(|e| e.is_berths() && e.alive() && e.started_at < current.started)
+    {
+        Some(e) => Err(format!(
+            "exec {} of container {} (started at {}, before berth incarnation {} began at {}) still runs {bound:?} after that incarnation finished recovering at {ready}",
+            e.exec_id,
+            e.container,
+            e.started_at,
+            incarnations.len(),
+            current.started
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Once the run has settled: no exec process of berth's alive or undeleted.
 pub fn none_left(truth: &Truth) -> Vec<String> {
     truth
@@ -244,6 +294,39 @@ mod tests {
             answer(&req(forever, 5, 5, true), &timeout_error(), &[]),
             Ok(())
         );
+    }
+
+    #[test]
+    fn an_exec_of_a_dead_incarnation_must_be_swept_in_time() {
+        let e = truth_of(ExecPlan::forever(), true);
+        let incs = [
+            Incarnation {
+                started: 0,
+                ready: Some(0),
+            },
+            Incarnation {
+                started: 10,
+                ready: Some(20),
+            },
+        ];
+        let bound = Duration::from_nanos(100);
+        assert!(swept_in_time(&[e.clone()], &incs, 120, bound).is_err());
+        // Within the bound, or not yet ready: nothing to say.
+        assert_eq!(swept_in_time(&[e.clone()], &incs, 119, bound), Ok(()));
+        let recovering = [
+            incs[0],
+            Incarnation {
+                started: 10,
+                ready: None,
+            },
+        ];
+        assert_eq!(swept_in_time(&[e.clone()], &recovering, 500, bound), Ok(()));
+        // Started by the current incarnation: its own request's business.
+        let mine = ExecTruth {
+            started_at: 15,
+            ..e
+        };
+        assert_eq!(swept_in_time(&[mine], &incs, 500, bound), Ok(()));
     }
 
     #[test]
