@@ -310,9 +310,12 @@ mod tests {
             },
         ];
         let bound = Duration::from_nanos(100);
-        assert!(swept_in_time(&[e.clone()], &incs, 120, bound).is_err());
+        assert!(swept_in_time(std::slice::from_ref(&e), &incs, 120, bound).is_err());
         // Within the bound, or not yet ready: nothing to say.
-        assert_eq!(swept_in_time(&[e.clone()], &incs, 119, bound), Ok(()));
+        assert_eq!(
+            swept_in_time(std::slice::from_ref(&e), &incs, 119, bound),
+            Ok(())
+        );
         let recovering = [
             incs[0],
             Incarnation {
@@ -320,7 +323,10 @@ mod tests {
                 ready: None,
             },
         ];
-        assert_eq!(swept_in_time(&[e.clone()], &recovering, 500, bound), Ok(()));
+        assert_eq!(
+            swept_in_time(std::slice::from_ref(&e), &recovering, 500, bound),
+            Ok(())
+        );
         // Started by the current incarnation: its own request's business.
         let mine = ExecTruth {
             started_at: 15,
