@@ -100,6 +100,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show containers' resource usage (CPU, memory), as crictl stats does.
     Stats(StatsArgs),
+    /// Run a command in a running container (CRI ExecSync): prints its stdout and stderr and
+    /// exits with its code.
+    Exec(ExecArgs),
 }
 
 /// `berth stats`.
@@ -116,6 +119,20 @@ pub struct StatsArgs {
     /// Show whole ids.
     #[arg(long)]
     pub no_trunc: bool,
+}
+
+/// `berth exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Kill the command after this many seconds (0: no limit); the answer is then
+    /// DeadlineExceeded.
+    #[arg(long, short = 't', default_value_t = 0)]
+    pub timeout: i64,
+    /// Container id (or unique prefix).
+    pub id: String,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, last = true)]
+    pub cmd: Vec<String>,
 }
 
 /// `berth runp`.
@@ -310,6 +327,32 @@ mod tests {
         Cli::command().debug_assert();
         let cli = Cli::parse_from(["berth", "stop", "-t", "3", "abc"]);
         assert!(matches!(cli.command, Command::Stop { timeout: 3, .. }));
+    }
+
+    #[test]
+    fn exec_takes_the_command_after_a_double_dash() {
+        let cli = Cli::parse_from([
+            "berth",
+            "exec",
+            "--timeout",
+            "2",
+            "abc",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        match cli.command {
+            Command::Exec(a) => {
+                assert_eq!((a.timeout, a.id.as_str()), (2, "abc"));
+                assert_eq!(a.cmd, ["sh", "-c", "exit 3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["berth", "exec", "abc"]).is_err(),
+            "a command is required"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub enum CliError {
     /// A required option is missing.
     #[error("{0}")]
     Usage(String),
+    /// `berth exec`'s command exited with a non-zero code: `berth` exits with it (and
+    /// prints nothing more).
+    #[error("the command exited with code {0}")]
+    ExecExit(i32),
     /// Reading a log or writing output failed.
     #[error("{what}: {source}")]
     Io {

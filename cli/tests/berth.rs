@@ -25,7 +25,7 @@ fn help_lists_every_verb_and_the_default_socket() {
     let help = String::from_utf8_lossy(&o.stdout);
     for verb in [
         "version", "info", "runp", "stopp", "rmp", "pods", "inspectp", "create", "start", "stop",
-        "rm", "ps", "inspect", "logs",
+        "rm", "ps", "inspect", "logs", "exec",
     ] {
         assert!(
             help.lines()

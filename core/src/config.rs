@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+/// ExecSync's output cap per stream: 16 MiB, containerd's (`maxStreamSize`... its CRI
+/// plugin caps each of stdout and stderr at 16 MiB).
+pub const EXEC_OUTPUT_CAP: usize = 16 << 20;
+
 /// Tunables of the machine. Plain data; the defaults are containerd's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -14,6 +18,10 @@ pub struct Config {
     /// Cap of the re-sync delay after a broken wait (containerd restarts take under a
     /// second; waiting 5 minutes to notice an exit would be wrong).
     pub resync_backoff_max: Duration,
+    /// At most this many bytes of an exec process's stdout, and as many of its stderr, are
+    /// kept (docs/containerd-behaviour.md §11: containerd keeps 16 MiB of each); the rest is
+    /// dropped. The one place the cap is set ([`EXEC_OUTPUT_CAP`] by default).
+    pub exec_output_cap: usize,
     /// A deliberate bug to switch on, to prove that the checks catch it (feature
     /// `planted-bugs`; never in a production build).
     #[cfg(feature = "planted-bugs")]
@@ -66,12 +74,18 @@ pub enum PlantedBug {
     /// The task delete that follows a durable exit finds the task gone (its shim died) and
     /// takes that for a lost exit: 255 "Unknown" replaces the exit berth already recorded.
     GoneTaskOverwritesExit,
+    /// ExecSync past its timeout answers DeadlineExceeded at once without killing the exec
+    /// process: it runs on after its request was answered.
+    ExecTimeoutNotKilled,
+    /// Recovery does not sweep the exec processes of the crashed berth: an exec whose request
+    /// died with berth runs on (until it ends on its own, if ever).
+    RecoveryKeepsExecs,
 }
 
 #[cfg(feature = "planted-bugs")]
 impl PlantedBug {
     /// Every planted bug of the core.
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::DeleteTaskBeforeExitPersisted,
         PlantedBug::UnknownNotPersisted,
         PlantedBug::BrokenWaitIsExit,
@@ -80,10 +94,12 @@ impl PlantedBug {
         PlantedBug::RecoveryWriteFailureSkips,
         PlantedBug::StopKillsAtOnce,
         PlantedBug::ExitNotHeldBehindUpdate,
-        PlantedBug::StopPodRepliesBeforeExits,
-        PlantedBug::RecoveryWatchesExitedTask,
-        PlantedBug::UnreadableMetaSwept,
+        PlantedBug::ExecTimeoutNotKilled,
         PlantedBug::GoneTaskOverwritesExit,
+        PlantedBug::RecoveryKeepsExecs,
+        PlantedBug::RecoveryWatchesExitedTask,
+        PlantedBug::StopPodRepliesBeforeExits,
+        PlantedBug::UnreadableMetaSwept,
     ];
 }
 
@@ -93,6 +109,7 @@ impl Default for Config {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             resync_backoff_max: Duration::from_secs(10),
+            exec_output_cap: EXEC_OUTPUT_CAP,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }

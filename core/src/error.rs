@@ -2,7 +2,7 @@
 //! a log line; [`CommandError::code`] says how the daemon maps it to a gRPC status, and
 //! [`BackendErrorKind::code`] is the one mapping of a backend failure to such a code.
 
-use crate::ids::{ContainerId, IdError, SandboxId};
+use crate::ids::{ContainerId, ExecId, IdError, SandboxId};
 use crate::io::{BackendError, BackendErrorKind, PersistError, Target};
 use crate::registry::NameError;
 use crate::status::ContainerState;
@@ -98,6 +98,8 @@ pub enum Operation {
     UpdateContainerResources,
     /// ReopenContainerLog.
     ReopenContainerLog,
+    /// ExecSync.
+    ExecSync,
 }
 
 impl std::fmt::Display for Operation {
@@ -110,6 +112,7 @@ impl std::fmt::Display for Operation {
             Operation::StartContainer => "start",
             Operation::UpdateContainerResources => "update its resources",
             Operation::ReopenContainerLog => "reopen its log",
+            Operation::ExecSync => "exec",
         })
     }
 }
@@ -204,6 +207,20 @@ pub enum CommandError {
         /// The backend's error (its verb names the step).
         error: BackendError,
     },
+    /// ExecSync's process outlived its timeout: it was killed (containerd: "timeout 1s
+    /// exceeded: context deadline exceeded", gRPC DeadlineExceeded).
+    #[error(
+        "container {id}: exec {exec_id}: timeout {} exceeded: context deadline exceeded",
+        show_timeout(*timeout)
+    )]
+    ExecTimeout {
+        /// The container.
+        id: ContainerId,
+        /// The exec process.
+        exec_id: ExecId,
+        /// The timeout it outlived.
+        timeout: std::time::Duration,
+    },
     /// A checkpoint write failed.
     #[error("container {}: cannot {op}: {error}", error.id)]
     Persist {
@@ -233,6 +250,17 @@ impl CommandError {
             | CommandError::Busy { .. } => ErrorCode::FailedPrecondition,
             CommandError::Backend { error, .. } => error.kind.code(),
             CommandError::Persist { .. } => ErrorCode::Internal,
+            CommandError::ExecTimeout { .. } => ErrorCode::DeadlineExceeded,
         }
+    }
+}
+
+/// A timeout as containerd prints it in ExecSync's error: whole seconds as `1s`, anything
+/// else with its fraction.
+fn show_timeout(t: std::time::Duration) -> String {
+    if t.subsec_nanos() == 0 {
+        format!("{}s", t.as_secs())
+    } else {
+        format!("{t:?}")
     }
 }

@@ -1,9 +1,13 @@
 //! Invariants over the whole state, checked by every test, proptest, fuzz target and the
 //! simulator after every step.
 
+use std::collections::BTreeMap;
+
 use crate::error::Guard;
+use crate::execsync::{ExecState, ExecStep};
 use crate::exit::ExitStep;
-use crate::machine::{Machine, Step};
+use crate::ids::ExecId;
+use crate::machine::{Machine, Step, Timer};
 use crate::record::{Lane, SandboxState};
 use crate::status::ContainerState;
 
@@ -234,6 +238,115 @@ impl Machine {
                 pods.peek() != Some(&id.as_str()),
                 "id {id} names both a container and a sandbox"
             );
+        }
+        self.check_exec_invariants()
+    }
+
+    /// ExecSync's state: each exec has exactly the step its state waits for, and an exec
+    /// is answered only once its process is known to be dead (docs/architecture.md §3.9).
+    fn check_exec_invariants(&self) -> Result<(), InvariantViolation> {
+        // (starts, waits, deletes) outstanding per exec.
+        let mut steps: BTreeMap<&ExecId, (u32, u32, u32)> = BTreeMap::new();
+        for (op, step) in &self.steps {
+            let Step::Exec(step) = step else { continue };
+            let (exec_id, slot) = match step {
+                ExecStep::Start { exec_id } => (exec_id, 0),
+                ExecStep::Wait { exec_id } => (exec_id, 1),
+                ExecStep::Delete { exec_id, .. } => (exec_id, 2),
+                ExecStep::Kill { .. } => continue,
+                ExecStep::Sweep { id, .. } => {
+                    ensure!(
+                        self.exec_sweeps.get(id) == Some(&Lane::InFlight(*op)),
+                        "the exec sweep {op} of container {id} is not its sweep in flight"
+                    );
+                    continue;
+                }
+            };
+            ensure!(
+                self.execs.contains_key(exec_id),
+                "step {op} belongs to exec {exec_id}, which is not in flight"
+            );
+            let counts = steps.entry(exec_id).or_default();
+            match slot {
+                0 => counts.0 += 1,
+                1 => counts.1 += 1,
+                _ => counts.2 += 1,
+            }
+        }
+        for (id, lane) in &self.exec_sweeps {
+            if let Lane::InFlight(op) = lane {
+                ensure!(
+                    self.steps.contains_key(op),
+                    "the exec sweep of container {id} waits for {op}, which is not outstanding"
+                );
+            }
+        }
+        #[cfg(feature = "planted-bugs")]
+        let answers_early = self
+            .config
+            .has_bug(crate::config::PlantedBug::ExecTimeoutNotKilled);
+        #[cfg(not(feature = "planted-bugs"))]
+        let answers_early = false;
+        for (exec_id, e) in &self.execs {
+            ensure!(
+                &e.id == exec_id,
+                "exec {exec_id} is stored under another id"
+            );
+            ensure!(
+                exec_id.is_berths(),
+                "exec {exec_id} lacks berth's prefix: recovery's sweep would miss it"
+            );
+            let (starts, waits, deletes) = steps.get(exec_id).copied().unwrap_or_default();
+            let expected = match e.state {
+                ExecState::Queued => (0, 0, 0),
+                ExecState::Starting => (1, 0, 0),
+                ExecState::Running => (0, 1, 0),
+                ExecState::Deleting => (0, 0, deletes.min(1)),
+            };
+            ensure!(
+                (starts, waits, deletes) == expected,
+                "exec {exec_id} is {:?} with {starts} start, {waits} wait and {deletes} delete steps outstanding",
+                e.state
+            );
+            if e.state == ExecState::Queued {
+                ensure!(
+                    self.exec_sweeps.contains_key(&e.container),
+                    "exec {exec_id} is queued, but no sweep of container {} is pending",
+                    e.container
+                );
+            }
+            if e.state == ExecState::Deleting && deletes == 0 {
+                ensure!(
+                    self.timers.iter().any(|(_, _, t)| matches!(
+                        t,
+                        Timer::RetryExecDelete { exec_id: x, .. } if x == exec_id
+                    )),
+                    "exec {exec_id} is deleting with no delete outstanding or scheduled"
+                );
+            }
+            if e.req.is_none() {
+                ensure!(
+                    e.state == ExecState::Deleting || (answers_early && e.timed_out),
+                    "exec {exec_id} was answered while {:?}: its process may live on",
+                    e.state
+                );
+            }
+            if e.held.is_some() {
+                ensure!(
+                    e.state == ExecState::Deleting && e.req.is_some(),
+                    "exec {exec_id} holds an answer while {:?}",
+                    e.state
+                );
+            }
+            if e.timed_out {
+                ensure!(
+                    !e.timeout.is_zero()
+                        && matches!(e.state, ExecState::Running | ExecState::Deleting),
+                    "exec {exec_id} timed out while {:?} (timeout {:?})",
+                    e.state,
+                    e.timeout
+                );
+            }
         }
         Ok(())
     }

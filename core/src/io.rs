@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::CommandError;
-use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::ids::{ContainerId, ExecId, OpId, RequestId, SandboxId};
 use crate::image::ImageRef;
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
 use crate::status::{ExitStatus, Resources, Status};
@@ -121,6 +121,46 @@ pub enum Call {
     /// moved it): what the container writes next goes to a file at its log path.
     /// FailedPrecondition when no log of it is being written. Result: [`CallResult::Done`].
     ReopenLog(ContainerId),
+    /// Create and start an exec process in the container's running task (`Tasks.Exec`, then
+    /// `Tasks.Start` of the exec), its stdout and stderr captured. Result:
+    /// [`CallResult::Pid`].
+    StartExec {
+        /// Whose task.
+        id: ContainerId,
+        /// The process.
+        exec: Box<ExecSpec>,
+    },
+    /// Wait for an exec process to exit and for its output to be drained (with a bound: a
+    /// background child holding the pipe open cannot hold the wait). Long-lived, like
+    /// [`Call::WaitTask`]; a broken stream is an error. Result: [`CallResult::ExecExited`].
+    WaitExec {
+        /// Whose task.
+        id: ContainerId,
+        /// Which exec process.
+        exec_id: ExecId,
+    },
+    /// Send a signal to an exec process. NotFound if it is gone. Result:
+    /// [`CallResult::Done`].
+    KillExec {
+        /// Whose task.
+        id: ContainerId,
+        /// Which exec process.
+        exec_id: ExecId,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Delete an exec process (`Tasks.DeleteProcess`), killing a live one first. NotFound
+    /// means already gone. Result: [`CallResult::Done`].
+    DeleteExec {
+        /// Whose task.
+        id: ContainerId,
+        /// Which exec process.
+        exec_id: ExecId,
+    },
+    /// Kill and delete every exec process of berth's ([`ExecId::is_berths`]) in the
+    /// container's task (after a restart: an exec of a crashed berth must not live on).
+    /// `Ok(0)` when there is no task. Result: [`CallResult::Swept`].
+    SweepExecs(ContainerId),
 }
 
 /// An exec process to start in a container's running task (CRI ExecSync): the container's
@@ -172,7 +212,12 @@ impl Call {
             | Call::DeleteTask { target: t, .. } => t.clone(),
             Call::UpdateResources { id, .. }
             | Call::ReopenLog(id)
-            | Call::ResolveImage { id, .. } => Target::Container(id.clone()),
+            | Call::ResolveImage { id, .. }
+            | Call::StartExec { id, .. }
+            | Call::WaitExec { id, .. }
+            | Call::KillExec { id, .. }
+            | Call::DeleteExec { id, .. }
+            | Call::SweepExecs(id) => Target::Container(id.clone()),
         }
     }
 
@@ -199,12 +244,17 @@ impl Call {
             } => "Containers.Update",
             // berth's own log copier, not a containerd service.
             Call::ReopenLog(_) => "Logs.Reopen",
+            Call::StartExec { .. } => "Tasks.Exec",
+            Call::WaitExec { .. } => "Tasks.Wait",
+            Call::KillExec { .. } => "Tasks.Kill",
+            Call::DeleteExec { .. } => "Tasks.DeleteProcess",
+            Call::SweepExecs(_) => "Tasks.ListPids",
         }
     }
 
-    /// True for the one call that has no deadline ([`Call::WaitTask`]).
+    /// True for the calls that have no deadline ([`Call::WaitTask`], [`Call::WaitExec`]).
     pub fn is_long_lived(&self) -> bool {
-        matches!(self, Call::WaitTask(_))
+        matches!(self, Call::WaitTask(_) | Call::WaitExec { .. })
     }
 }
 
@@ -242,6 +292,10 @@ pub enum CallResult {
     Task(TaskState),
     /// What an image reference resolved to (ResolveImage).
     Image(Box<ImageRef>),
+    /// The exec process exited and its output was drained (WaitExec).
+    ExecExited(Box<ExecOutput>),
+    /// How many exec processes were killed and deleted (SweepExecs).
+    Swept(u32),
 }
 
 /// The kind of a backend failure, the only thing the core branches on.
@@ -407,6 +461,20 @@ pub enum Command {
     },
     /// ReopenContainerLog: reopen a RUNNING container's log file ([`Call::ReopenLog`]).
     ReopenContainerLog(ContainerId),
+    /// ExecSync: run `cmd` in a RUNNING container as exec process `exec_id` (chosen by the
+    /// driver, [`crate::EXEC_ID_PREFIX`]), answer its exit code and output; past `timeout`
+    /// (zero: none) from its start the process is killed and the answer is
+    /// [`CommandError::ExecTimeout`]. The exec process is deleted afterwards.
+    ExecSync {
+        /// Which container.
+        id: ContainerId,
+        /// The exec process's id.
+        exec_id: ExecId,
+        /// The command and its arguments; never empty.
+        cmd: Vec<String>,
+        /// How long it may run (zero: no limit).
+        timeout: Duration,
+    },
 }
 
 /// A successful reply.
@@ -416,6 +484,8 @@ pub enum Response {
     SandboxCreated(SandboxId),
     /// The container created by CreateContainer.
     ContainerCreated(ContainerId),
+    /// How ExecSync's process ended, with its output.
+    ExecSync(ExecOutput),
     /// Any other command succeeded.
     Done,
 }

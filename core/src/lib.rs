@@ -61,6 +61,7 @@ mod checkpoint;
 mod config;
 mod create;
 mod error;
+mod execsync;
 mod exit;
 mod ids;
 mod image;
@@ -88,10 +89,11 @@ pub use checkpoint::{
     CHECKPOINT_VERSION, CheckpointError, MAX_CHECKPOINT_BYTES, decode as decode_checkpoint,
     encode as encode_checkpoint,
 };
-pub use config::Config;
 #[cfg(feature = "planted-bugs")]
 pub use config::PlantedBug;
+pub use config::{Config, EXEC_OUTPUT_CAP};
 pub use error::{CommandError, ErrorCode, Guard, Operation};
+pub use execsync::{Exec, ExecState};
 pub use ids::{
     ContainerId, EXEC_ID_PREFIX, ExecId, IdError, MAX_ID_LEN, OpId, RequestId, SandboxId,
     validate_id,

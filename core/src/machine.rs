@@ -1,6 +1,6 @@
 //! The state machine: state, the input/output plumbing, timers and lanes. Each lifecycle
 //! operation lives in its own file (`create.rs`, `start.rs`, `exit.rs`, `stop.rs`,
-//! `remove.rs`, `update.rs`, `recovery.rs`, and `sandbox/` for the pod operations) and owns
+//! `remove.rs`, `update.rs`, `execsync.rs`, `recovery.rs`, and `sandbox/` for the pod operations) and owns
 //! its steps: their type, and what the outcome of each does. This file only forwards an
 //! outcome to the operation its step belongs to. The records and what several operations
 //! share live in `record.rs`, the tunables in `config.rs`.
@@ -12,14 +12,15 @@ use std::time::Duration;
 pub(crate) use crate::config::Config;
 use crate::create::CreateStep;
 use crate::error::CommandError;
+use crate::execsync::{Exec, ExecStep};
 use crate::exit::ExitStep;
-use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::ids::{ContainerId, ExecId, OpId, RequestId, SandboxId};
 use crate::io::{
     BackendError, Call, CallResult, Command, Effect, Event, EventKind, Now, PersistAction,
     PersistError, Response, Target,
 };
 use crate::meta::{ContainerMeta, SandboxMeta};
-use crate::record::{Container, Creating, Sandbox};
+use crate::record::{Container, Creating, Lane, Sandbox};
 use crate::recovery::RecoveryStep;
 use crate::registry::NameRegistry;
 use crate::remove::RemoveStep;
@@ -42,6 +43,7 @@ pub(crate) enum Step {
     Remove(RemoveStep),
     Update(UpdateStep),
     Reopen(ReopenStep),
+    Exec(ExecStep),
     Recovery(RecoveryStep),
     RunSandbox(RunSandboxStep),
     StopSandbox(StopSandboxStep),
@@ -71,6 +73,7 @@ macro_rules! forward {
             Step::Remove(s) => s.$method($m, $result).map(Step::Remove),
             Step::Update(s) => s.$method($m, $result).map(Step::Update),
             Step::Reopen(s) => s.$method($m, $result).map(Step::Reopen),
+            Step::Exec(s) => s.$method($m, $result).map(Step::Exec),
             Step::Recovery(s) => s.$method($m, $result).map(Step::Recovery),
             Step::RunSandbox(s) => s.$method($m, $result).map(Step::RunSandbox),
             Step::StopSandbox(s) => s.$method($m, $result).map(Step::StopSandbox),
@@ -108,6 +111,7 @@ step_from!(
     Remove(RemoveStep),
     Update(UpdateStep),
     Reopen(ReopenStep),
+    Exec(ExecStep),
     Recovery(RecoveryStep),
     RunSandbox(RunSandboxStep),
     StopSandbox(StopSandboxStep),
@@ -129,6 +133,14 @@ pub(crate) enum Timer {
     RetryPersist { id: ContainerId, attempt: u32 },
     /// Re-observe a task recovery could not observe.
     RetryObserve { target: Target, attempt: u32 },
+    /// An exec process outlived its timeout: kill it.
+    ExecTimeout { exec_id: ExecId },
+    /// Retry killing an exec process past its timeout.
+    RetryExecKill { exec_id: ExecId, attempt: u32 },
+    /// Retry deleting an exec process.
+    RetryExecDelete { exec_id: ExecId, attempt: u32 },
+    /// Retry recovery's sweep of a container's exec processes.
+    RetryExecSweep { id: ContainerId, attempt: u32 },
 }
 
 /// berth's lifecycle state machine. See the crate documentation for the driving contract.
@@ -144,6 +156,10 @@ pub struct Machine {
     /// Recovered objects whose name another object already held (reported, not fatal).
     pub(crate) name_conflicts: BTreeSet<String>,
     pub(crate) steps: BTreeMap<OpId, Step>,
+    /// ExecSyncs in flight, from the request to the exec process's deletion.
+    pub(crate) execs: BTreeMap<ExecId, Exec>,
+    /// Recovery's sweeps of exec processes, by container, still to finish.
+    pub(crate) exec_sweeps: BTreeMap<ContainerId, Lane>,
     next_op: u64,
     pub(crate) effects: VecDeque<Effect>,
     pub(crate) events: VecDeque<Event>,
@@ -173,6 +189,8 @@ impl Machine {
             sandbox_names: NameRegistry::default(),
             name_conflicts: BTreeSet::new(),
             steps: BTreeMap::new(),
+            execs: BTreeMap::new(),
+            exec_sweeps: BTreeMap::new(),
             next_op: 1,
             effects: VecDeque::new(),
             events: VecDeque::new(),
@@ -212,6 +230,12 @@ impl Machine {
                 self.update_resources(req, id, resources)
             }
             Command::ReopenContainerLog(id) => self.reopen_container_log(req, id),
+            Command::ExecSync {
+                id,
+                exec_id,
+                cmd,
+                timeout,
+            } => self.exec_sync(req, id, exec_id, cmd, timeout),
         }
     }
 
@@ -474,6 +498,10 @@ impl Machine {
             Timer::RetryResync { target, attempt } => self.resync(target, attempt),
             Timer::RetryPersist { id, attempt } => self.retry_recover_persist(id, attempt),
             Timer::RetryObserve { target, attempt } => self.observe(target, attempt),
+            Timer::ExecTimeout { exec_id } => self.on_exec_timeout(exec_id),
+            Timer::RetryExecKill { exec_id, attempt } => self.retry_exec_kill(exec_id, attempt),
+            Timer::RetryExecDelete { exec_id, attempt } => self.retry_exec_delete(exec_id, attempt),
+            Timer::RetryExecSweep { id, attempt } => self.retry_exec_sweep(id, attempt),
         }
     }
 }

@@ -286,7 +286,12 @@ impl Machine {
         }
         let before: Vec<_> = m.steps.keys().copied().collect();
         for op in before {
-            if !matches!(m.steps.get(&op), Some(Step::Exit(ExitStep::Wait { .. }))) {
+            // Waits are long-lived and exec sweeps run in the background: recovery is over
+            // without them.
+            if !matches!(
+                m.steps.get(&op),
+                Some(Step::Exit(ExitStep::Wait { .. }) | Step::Exec(_))
+            ) {
                 m.recovery_outstanding.insert(op);
             }
         }
@@ -297,6 +302,11 @@ impl Machine {
         let Some(target) = self.containers.get(id).map(|c| c.target()) else {
             return;
         };
+        if d.watch {
+            // Its task runs: an exec process a crashed berth started in it may live on
+            // (docs/recovery.md §8).
+            self.sweep_execs(id, 0);
+        }
         if d.cleanup {
             #[cfg(feature = "planted-bugs")]
             if self

@@ -192,6 +192,12 @@ impl Machine {
             Timer::RetryCleanup { target, .. }
             | Timer::RetryResync { target, .. }
             | Timer::RetryObserve { target, .. } => *target == Target::Container(id.clone()),
+            // An exec's lifetime is its own: its wait returns and its delete follows (its
+            // process died with the task); a pending sweep finds no task.
+            Timer::ExecTimeout { .. }
+            | Timer::RetryExecKill { .. }
+            | Timer::RetryExecDelete { .. }
+            | Timer::RetryExecSweep { .. } => false,
         });
         self.event(Target::Container(id.clone()), EventKind::Deleted);
         if let Some(req) = req {

@@ -12,11 +12,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::error::CommandError;
-use crate::ids::{ContainerId, OpId, RequestId, SandboxId};
+use crate::ids::{ContainerId, ExecId, OpId, RequestId, SandboxId};
 use crate::image::{ImageRecord, resolve_image};
 use crate::io::{
-    BackendError, BackendErrorKind, Call, CallResult, Command, Effect, Now, PersistAction,
-    PersistError, ResourcesOf, Response, Target, TaskState,
+    BackendError, BackendErrorKind, Call, CallResult, Command, Effect, ExecOutput, Now,
+    PersistAction, PersistError, ResourcesOf, Response, Target, TaskState,
 };
 use crate::machine::{Config, Machine};
 use crate::meta::{ContainerConfig, ContainerMeta, SandboxConfig, SandboxMeta};
@@ -35,6 +35,56 @@ pub enum FakeTask {
     Running(u32),
     /// Exited, not yet deleted.
     Stopped(ExitStatus),
+}
+
+/// A fake exec process, from `StartExec` to `DeleteExec`. What it does follows its command
+/// (`echo ARGS` prints them, `sh -c 'exit N'` exits N, `sleep ...` runs until killed, anything
+/// else exits 0 silently).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeExec {
+    /// Its command.
+    pub cmd: Vec<String>,
+    /// Its output cap.
+    pub cap: usize,
+    /// Its exit code once it has exited.
+    pub exit: Option<i32>,
+}
+
+impl FakeExec {
+    /// What it prints on stdout and stderr (uncapped).
+    pub fn planned_output(cmd: &[String]) -> (Vec<u8>, Vec<u8>) {
+        match cmd.first().map(String::as_str) {
+            Some("echo") => (format!("{}\n", cmd[1..].join(" ")).into_bytes(), Vec::new()),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The code it exits with on its own, or `None` if it runs until killed.
+    pub fn planned_exit(cmd: &[String]) -> Option<i32> {
+        let words: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["sleep", ..] => None,
+            ["sh", "-c", script] => Some(
+                script
+                    .strip_prefix("exit ")
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+            ["false"] => Some(1),
+            _ => Some(0),
+        }
+    }
+
+    fn output(&self, code: i32) -> ExecOutput {
+        let (mut stdout, mut stderr) = FakeExec::planned_output(&self.cmd);
+        stdout.truncate(self.cap);
+        stderr.truncate(self.cap);
+        ExecOutput {
+            exit_code: code,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 /// How a fault queued with [`FakeNode::fail_next`] hits the next call of its verb.
@@ -70,6 +120,9 @@ pub struct FakeNode {
     /// Effects emitted and not yet carried out.
     pub pending: Vec<Effect>,
     waits: Vec<(OpId, Target)>,
+    /// Exec processes (live or exited) not yet deleted, by task and exec id.
+    pub execs: BTreeMap<(Target, ExecId), FakeExec>,
+    exec_waits: Vec<(OpId, Target, ExecId)>,
     /// Replies received.
     pub replies: BTreeMap<RequestId, Result<Response, CommandError>>,
     /// Readable log of everything that happened.
@@ -135,6 +188,8 @@ impl FakeNode {
             orphans: Vec::new(),
             pending: Vec::new(),
             waits: Vec::new(),
+            execs: BTreeMap::new(),
+            exec_waits: Vec::new(),
             replies: BTreeMap::new(),
             transcript: Vec::new(),
             faults: BTreeMap::new(),
@@ -318,6 +373,35 @@ impl FakeNode {
             }
             return;
         }
+        if let Call::WaitExec { exec_id, .. } = &call
+            && self.faults.get(verb).is_none_or(VecDeque::is_empty)
+        {
+            let key = (target.clone(), exec_id.clone());
+            match self.execs.get(&key) {
+                Some(FakeExec {
+                    exit: Some(code), ..
+                }) => {
+                    let out = self.execs[&key].output(*code);
+                    self.feed_call(op, verb, &target, Ok(CallResult::ExecExited(Box::new(out))));
+                }
+                Some(_) => {
+                    self.log(format!(
+                        "  call {op} {verb} {target} exec {exec_id} -> (waiting)"
+                    ));
+                    self.exec_waits.push((op, target, exec_id.clone()));
+                }
+                None => {
+                    let e = self.err(
+                        BackendErrorKind::NotFound,
+                        verb,
+                        &target,
+                        "process not found",
+                    );
+                    self.feed_call(op, verb, &target, Err(e));
+                }
+            }
+            return;
+        }
         let result = match self.take_fault(verb) {
             Some(CallFault::Before(kind)) => Err(self.err(kind, verb, &target, "injected fault")),
             Some(CallFault::ReplyLost) => {
@@ -342,6 +426,13 @@ impl FakeNode {
             Ok(CallResult::Exited(e)) => format!("exited {} at {}", e.code, self.rel(e.exited_at)),
             Ok(CallResult::Task(t)) => format!("{t:?}"),
             Ok(CallResult::Image(i)) => format!("ok {} ({})", i.id, i.name),
+            Ok(CallResult::ExecExited(o)) => format!(
+                "exec exited {} stdout={:?} stderr={:?}",
+                o.exit_code,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Ok(CallResult::Swept(n)) => format!("swept {n}"),
             Err(e) => format!("error {}: {}", e.kind, e.message),
         };
         self.log(format!("  call {op} {verb} {target} -> {shown}"));
@@ -468,11 +559,13 @@ impl FakeNode {
                 None => not_found(self, "task not found"),
                 Some(FakeTask::Stopped(_)) => {
                     self.tasks.remove(&target);
+                    self.drop_execs(&target, "process deleted with its task");
                     Ok(CallResult::Done)
                 }
                 Some(_) if *kill => {
                     self.end_task(&target, 137);
                     self.tasks.remove(&target);
+                    self.drop_execs(&target, "process deleted with its task");
                     Ok(CallResult::Done)
                 }
                 Some(_) => Err(self.err(
@@ -511,6 +604,89 @@ impl FakeNode {
                     Ok(CallResult::Done)
                 }
             },
+            Call::StartExec { exec, .. } => {
+                match self.tasks.get(&target) {
+                    None => return not_found(self, "task not found"),
+                    Some(FakeTask::Running(_)) => {}
+                    Some(_) => {
+                        return Err(self.err(
+                            BackendErrorKind::FailedPrecondition,
+                            verb,
+                            &target,
+                            "cannot exec in a stopped state",
+                        ));
+                    }
+                }
+                let key = (target.clone(), exec.exec_id.clone());
+                if self.execs.contains_key(&key) {
+                    return Err(self.err(
+                        BackendErrorKind::AlreadyExists,
+                        verb,
+                        &target,
+                        "id already in use",
+                    ));
+                }
+                self.execs.insert(
+                    key,
+                    FakeExec {
+                        cmd: exec.cmd.clone(),
+                        cap: exec.output_cap,
+                        exit: FakeExec::planned_exit(&exec.cmd),
+                    },
+                );
+                let pid = self.pid();
+                Ok(CallResult::Pid(pid))
+            }
+            // A wait with a fault queued: the stream breaks.
+            Call::WaitExec { .. } => Err(self.err(
+                BackendErrorKind::Unavailable,
+                verb,
+                &target,
+                "stream broken",
+            )),
+            Call::KillExec {
+                exec_id, signal, ..
+            } => {
+                let key = (target.clone(), exec_id.clone());
+                match self.execs.get(&key).map(|e| e.exit) {
+                    None => not_found(self, "process not found"),
+                    Some(Some(_)) => not_found(self, "process already finished"),
+                    Some(None) => {
+                        self.end_exec(&key, 128 + signal);
+                        Ok(CallResult::Done)
+                    }
+                }
+            }
+            Call::DeleteExec { exec_id, .. } => {
+                let key = (target.clone(), exec_id.clone());
+                match self.execs.get(&key).map(|e| e.exit) {
+                    None => not_found(self, "process not found"),
+                    Some(exit) => {
+                        if exit.is_none() {
+                            self.end_exec(&key, 137);
+                        }
+                        self.execs.remove(&key);
+                        Ok(CallResult::Done)
+                    }
+                }
+            }
+            Call::SweepExecs(_) => {
+                let keys: Vec<_> = self
+                    .execs
+                    .keys()
+                    .filter(|(t, e)| *t == target && e.is_berths())
+                    .cloned()
+                    .collect();
+                for key in &keys {
+                    if self.execs.get(key).is_some_and(|e| e.exit.is_none()) {
+                        self.end_exec(key, 137);
+                    }
+                    self.execs.remove(key);
+                }
+                Ok(CallResult::Swept(
+                    u32::try_from(keys.len()).unwrap_or(u32::MAX),
+                ))
+            }
             Call::ReopenLog(_) => match self.tasks.get(&target) {
                 Some(FakeTask::Running(_)) => {
                     *self.log_reopens.entry(target).or_default() += 1;
@@ -572,6 +748,68 @@ impl FakeNode {
         self.machine.handle_persisted(op, result, self.now);
     }
 
+    /// Exec process `exec_id` of `target` ends with `code` now (a `sleep` finishing); its
+    /// wait returns.
+    pub fn exit_exec(&mut self, target: &Target, exec_id: &ExecId, code: i32) {
+        let key = (target.clone(), exec_id.clone());
+        if self.execs.get(&key).is_some_and(|e| e.exit.is_none()) {
+            self.end_exec(&key, code);
+        }
+    }
+
+    /// Exec processes alive now (started, not exited).
+    pub fn live_execs(&self) -> Vec<(Target, ExecId)> {
+        self.execs
+            .iter()
+            .filter(|(_, e)| e.exit.is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn end_exec(&mut self, key: &(Target, ExecId), code: i32) {
+        let Some(e) = self.execs.get_mut(key) else {
+            return;
+        };
+        if e.exit.is_some() {
+            return;
+        }
+        e.exit = Some(code);
+        let out = e.output(code);
+        self.log(format!(
+            "{} exec {} of {} exits {code}",
+            self.clock(),
+            key.1,
+            key.0
+        ));
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exec_waits)
+            .into_iter()
+            .partition(|(_, t, x)| *t == key.0 && *x == key.1);
+        self.exec_waits = rest;
+        for (op, t, _) in done {
+            self.feed_call(
+                op,
+                "Tasks.Wait",
+                &t,
+                Ok(CallResult::ExecExited(Box::new(out.clone()))),
+            );
+        }
+        self.collect();
+    }
+
+    /// The exec processes of `target` are gone (their task was deleted, their shim died):
+    /// waits on them break.
+    fn drop_execs(&mut self, target: &Target, why: &str) {
+        self.execs.retain(|(t, _), _| t != target);
+        let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exec_waits)
+            .into_iter()
+            .partition(|(_, t, _)| t == target);
+        self.exec_waits = rest;
+        for (op, t, _) in done {
+            let e = self.err(BackendErrorKind::Unavailable, "Tasks.Wait", &t, why);
+            self.feed_call(op, "Tasks.Wait", &t, Err(e));
+        }
+    }
+
     /// The task's process exits on its own with `code` now (only a running process can);
     /// waits return.
     pub fn exit_task(&mut self, target: &Target, code: i32) {
@@ -596,6 +834,16 @@ impl FakeNode {
         history.entry(target.clone()).or_default().push(exit);
         self.tasks.insert(target.clone(), FakeTask::Stopped(exit));
         self.log(format!("{} process of {target} exits {code}", self.clock()));
+        // Its exec processes share its pid namespace: they die with it.
+        let live: Vec<_> = self
+            .execs
+            .iter()
+            .filter(|((t, _), e)| t == target && e.exit.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in live {
+            self.end_exec(&key, 137);
+        }
         let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
             .into_iter()
             .partition(|(_, t)| t == target);
@@ -618,6 +866,15 @@ impl FakeNode {
             );
             self.feed_call(op, "Tasks.Wait", &t, Err(e));
         }
+        for (op, t, _) in std::mem::take(&mut self.exec_waits) {
+            let e = self.err(
+                BackendErrorKind::Unavailable,
+                "Tasks.Wait",
+                &t,
+                "transport error",
+            );
+            self.feed_call(op, "Tasks.Wait", &t, Err(e));
+        }
         self.collect();
     }
 
@@ -627,6 +884,7 @@ impl FakeNode {
         if self.tasks.remove(target).is_some() {
             self.shim_killed.insert(target.clone());
         }
+        self.drop_execs(target, "ttrpc: closed");
         let (done, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waits)
             .into_iter()
             .partition(|(_, t)| t == target);
@@ -653,6 +911,7 @@ impl FakeNode {
         self.log(format!("{} berth crashes and recovers", self.clock()));
         self.pending.clear();
         self.waits.clear();
+        self.exec_waits.clear();
         let input = self.recovery_input(observe);
         // The driver's orphan sweep: checkpoints without a containerd record go.
         let records = &self.records;
@@ -818,5 +1077,14 @@ fn describe_command(c: &Command) -> String {
             )
         }
         Command::ReopenContainerLog(id) => format!("ReopenContainerLog {id}"),
+        Command::ExecSync {
+            id,
+            exec_id,
+            cmd,
+            timeout,
+        } => format!(
+            "ExecSync {id} exec {exec_id} {cmd:?} timeout={}s",
+            timeout.as_secs()
+        ),
     }
 }

@@ -26,6 +26,9 @@ const VERBS: &[&str] = &[
     "Tasks.Update",
     "Containers.Update",
     "Logs.Reopen",
+    "Tasks.Exec",
+    "Tasks.DeleteProcess",
+    "Tasks.ListPids",
 ];
 /// Injected failures. NotFound and AlreadyExists are not injected: containerd does not lie
 /// about existence, and the fake containerd returns them whenever they are true.
@@ -59,6 +62,11 @@ enum Op {
     RestartContainerd,
     Advance(u16),
     Crash,
+    /// ExecSync in container c: 0 `echo`, 1 `sh -c 'exit N'`, 2 `sleep` (until killed); with
+    /// a timeout of that many seconds (0: none).
+    Exec(u8, u8, u8),
+    /// The running `sleep` exec processes of container c end on their own with code 0.
+    EndExecs(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -82,6 +90,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RestartContainerd),
         2 => (1..400u16).prop_map(Op::Advance),
         2 => Just(Op::Crash),
+        3 => (0..4u8, 0..3u8, 0..3u8).prop_map(|(c, k, t)| Op::Exec(c, k, t)),
+        1 => (0..4u8).prop_map(Op::EndExecs),
     ]
 }
 
@@ -128,6 +138,12 @@ struct Model {
     sent_at: BTreeMap<RequestId, u64>,
     /// The number of the last StartContainer sent, per container.
     start_sent: BTreeMap<ContainerId, u64>,
+    /// ExecSync requests: their exec process and its command.
+    execs: BTreeMap<RequestId, (Target, ExecId, Vec<String>)>,
+    next_exec: u32,
+    /// ExecSync requests a crash cut off: they are never answered, and their exec process
+    /// must not outlive the recovery's sweep.
+    orphaned_execs: BTreeSet<RequestId>,
 }
 
 fn send(w: &mut FakeNode, m: &mut Model, kind: &str, id: Option<ContainerId>, c: Command) {
@@ -265,8 +281,88 @@ fn apply(w: &mut FakeNode, m: &mut Model, op: &Op) {
         Op::KillShim(c) => w.kill_shim(&FakeNode::ct(&cname(*c))),
         Op::RestartContainerd => w.restart_containerd(),
         Op::Advance(s) => w.advance(Duration::from_millis(*s as u64 * 50)),
-        Op::Crash => w.crash_and_recover(|_| None),
+        Op::Crash => {
+            for req in m.execs.keys() {
+                if !w.replies.contains_key(req) {
+                    m.orphaned_execs.insert(*req);
+                }
+            }
+            w.crash_and_recover(|_| None)
+        }
+        Op::Exec(c, kind, timeout) => {
+            m.next_exec += 1;
+            let exec_id = ExecId::new(format!("{EXEC_ID_PREFIX}{}", m.next_exec)).unwrap();
+            let cmd: Vec<String> = match kind {
+                0 => vec!["echo".into(), format!("x{}", m.next_exec)],
+                1 => vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("exit {}", m.next_exec % 7),
+                ],
+                _ => vec!["sleep".into(), "4321".into()],
+            };
+            let command = Command::ExecSync {
+                id: cid(*c),
+                exec_id: exec_id.clone(),
+                cmd: cmd.clone(),
+                timeout: Duration::from_secs(u64::from(*timeout)),
+            };
+            let req = w.command(command);
+            m.sent.insert(req, ("exec".to_owned(), Some(cid(*c))));
+            m.execs
+                .insert(req, (Target::Container(cid(*c)), exec_id, cmd));
+        }
+        Op::EndExecs(c) => {
+            let target = Target::Container(cid(*c));
+            for (t, x) in w.live_execs() {
+                if t == target {
+                    w.exit_exec(&t, &x, 0);
+                }
+            }
+        }
     }
+}
+
+/// The exec promises: no exec process of berth's is alive once its request was answered,
+/// and an answer agrees with what its command does (137: it died with its container or was
+/// killed).
+fn check_execs(w: &FakeNode, m: &Model) -> Result<(), String> {
+    let live: BTreeSet<(Target, ExecId)> = w.live_execs().into_iter().collect();
+    for (req, (target, exec_id, cmd)) in &m.execs {
+        let Some(reply) = w.replies.get(req) else {
+            continue;
+        };
+        if live.contains(&(target.clone(), exec_id.clone())) {
+            return Err(format!(
+                "exec {exec_id} of {target} is alive after its request {req} was answered {reply:?}"
+            ));
+        }
+        match reply {
+            Ok(Response::ExecSync(out)) => {
+                let planned = berth_core::testing::FakeExec::planned_exit(cmd);
+                let (stdout, _) = berth_core::testing::FakeExec::planned_output(cmd);
+                // A `sleep` ends with 0 only by EndExecs; anything may die with its container.
+                let code_ok = out.exit_code == 137
+                    || Some(out.exit_code) == planned
+                    || (planned.is_none() && out.exit_code == 0);
+                if !code_ok {
+                    return Err(format!(
+                        "exec {exec_id} {cmd:?} answered code {} (planned {planned:?})",
+                        out.exit_code
+                    ));
+                }
+                if out.exit_code != 137 && out.stdout != stdout {
+                    return Err(format!(
+                        "exec {exec_id} {cmd:?} answered stdout {:?}",
+                        out.stdout
+                    ));
+                }
+            }
+            Ok(other) => return Err(format!("exec {exec_id} answered {other:?}")),
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs of container `c` waiting to be sent to containerd.
@@ -309,6 +405,7 @@ fn check_step(w: &FakeNode, m: &mut Model) -> Result<(), String> {
         }
     }
     m.disk_seen = w.disk_log.len();
+    check_execs(w, m)?;
     let new: Vec<RequestId> = w
         .replies
         .keys()
@@ -534,6 +631,18 @@ fn heal(w: &mut FakeNode) {
 /// After the heal, the machine agrees with the fake containerd.
 fn check_truth(w: &FakeNode, m: &Model) -> Result<(), String> {
     w.machine.check_invariants().map_err(|e| e.to_string())?;
+    if !w.execs.is_empty() {
+        return Err(format!(
+            "exec processes left after the heal (live or undeleted): {:?}",
+            w.execs
+        ));
+    }
+    if let Some(e) = w.machine.execs().next() {
+        return Err(format!(
+            "exec {} still in flight after the heal",
+            e.exec_id()
+        ));
+    }
     if !w.orphans.is_empty() {
         return Err(format!(
             "tasks orphaned by deleting their record: {:?}",
@@ -663,6 +772,14 @@ fn run(config: Config, ops: &[Op]) -> Result<(), String> {
     for op in ops {
         apply(&mut w, &mut m, op);
         check_step(&w, &mut m).map_err(|e| format!("after {op:?}: {e}"))?;
+    }
+    heal(&mut w);
+    // A `sleep` without a timeout whose client still waits ends on its own (the client
+    // would wait forever otherwise); those of requests a crash cut off must be gone.
+    for (req, (target, exec_id, _)) in &m.execs {
+        if !w.replies.contains_key(req) && !m.orphaned_execs.contains(req) {
+            w.exit_exec(target, exec_id, 0);
+        }
     }
     heal(&mut w);
     check_step(&w, &mut m).map_err(|e| format!("after the heal: {e}"))?;

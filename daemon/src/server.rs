@@ -329,6 +329,25 @@ impl Cri {
         Ok(cri::ReopenContainerLogResponse {})
     }
 
+    /// ExecSync: the core runs the exec process and deletes it; a timeout is
+    /// DeadlineExceeded through [`to_status`] like every error, a non-zero code an answer.
+    async fn exec_sync(
+        &self,
+        req: cri::ExecSyncRequest,
+    ) -> Result<cri::ExecSyncResponse, ApiError> {
+        let (cmd, timeout) = validate::exec_sync(&req)?;
+        let out = self
+            .rt
+            .service()?
+            .exec_sync(&req.container_id, cmd, timeout)
+            .await?;
+        Ok(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
     fn status(&self, req: &cri::StatusRequest) -> cri::StatusResponse {
         let (ready, reason, message) = match self.rt.connected() {
             _ if self.rt.stopping() => {
@@ -618,9 +637,9 @@ impl RuntimeService for Cri {
 
     async fn exec_sync(
         &self,
-        _req: Request<cri::ExecSyncRequest>,
+        req: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        unimplemented("ExecSync", "berth has no exec yet")
+        reply("ExecSync", Cri::exec_sync(self, req.into_inner()).await)
     }
 
     async fn exec(

@@ -1,6 +1,6 @@
 //! ContainerStats and ListContainerStats: the containers the service lists, with the usage
 //! their tasks report (`Tasks.Metrics` through [`berth_service::ServiceHandle::task_metrics`];
-//! the field mapping is in docs/containerd-behaviour.md §11).
+//! the field mapping is in docs/containerd-behaviour.md §12).
 //!
 //! `usage_nano_cores` is the CPU rate between this sample and the previous one berthd took
 //! of the same task: the first sample has none (never a made-up 0), and a restarted task's

@@ -498,6 +498,19 @@ pub fn stop_timeout(seconds: i64) -> Result<Duration, ApiError> {
     Ok(Duration::from_secs(secs).min(MAX_STOP_TIMEOUT))
 }
 
+/// ExecSync's request: the container id, a non-empty command within the argument limits,
+/// a timeout in seconds that is not negative (0: none). Returns the command and timeout.
+pub fn exec_sync(req: &cri::ExecSyncRequest) -> Result<(Vec<String>, Duration), ApiError> {
+    object_id("container_id", "container", &req.container_id)?;
+    if req.cmd.is_empty() {
+        return Err(ApiError::invalid("cmd", "must not be empty"));
+    }
+    strings("cmd", &req.cmd)?;
+    let secs = u64::try_from(req.timeout)
+        .map_err(|_| ApiError::invalid("timeout", format!("{} is negative", req.timeout)))?;
+    Ok((req.cmd.clone(), Duration::from_secs(secs)))
+}
+
 /// A CRI container state value.
 pub fn container_state(field: &str, value: i32) -> Result<ContainerState, ApiError> {
     match cri::ContainerState::try_from(value) {
@@ -781,6 +794,34 @@ mod tests {
             mutate(&mut r);
             assert_eq!(field(container_config(&r)), want);
         }
+    }
+
+    #[test]
+    fn exec_sync_fields_are_named() {
+        let good = cri::ExecSyncRequest {
+            container_id: "c1".into(),
+            cmd: vec!["echo".into(), "hi".into()],
+            timeout: 3,
+        };
+        assert_eq!(
+            exec_sync(&good).unwrap(),
+            (
+                vec!["echo".to_owned(), "hi".to_owned()],
+                Duration::from_secs(3)
+            )
+        );
+        let mut no_id = good.clone();
+        no_id.container_id.clear();
+        assert!(field(exec_sync(&no_id)).starts_with("container_id"));
+        let mut no_cmd = good.clone();
+        no_cmd.cmd.clear();
+        assert_eq!(field(exec_sync(&no_cmd)), "cmd");
+        let mut nul = good.clone();
+        nul.cmd[1] = "a\0b".into();
+        assert_eq!(field(exec_sync(&nul)), "cmd[1]");
+        let mut negative = good;
+        negative.timeout = -1;
+        assert_eq!(field(exec_sync(&negative)), "timeout");
     }
 
     #[test]

@@ -279,15 +279,16 @@ async fn the_full_lifecycle_with_logs_events_filters_and_no_task_left() {
 
     // Not built yet: a clear Unimplemented.
     let e = cri
-        .exec_sync(cri::ExecSyncRequest {
+        .exec(cri::ExecRequest {
             container_id: sleeper.clone(),
             cmd: vec!["true".into()],
-            timeout: 1,
+            stdout: true,
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("ExecSync"), "{}", e.message());
+    assert!(e.message().contains("Exec"), "{}", e.message());
 
     // StopContainer: SIGTERM ends `sleep` (not PID 1: the pod's pause process is).
     stop_container(&mut cri, &sleeper, 1).await;

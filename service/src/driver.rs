@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_backend::{Backend, CheckpointStore, run_call};
 use berth_core::{
-    BackendError, BackendErrorKind, Call, CallResult, Command, CommandError, ContainerId, Effect,
-    Machine, Now, OpId, PersistAction, PersistError, RequestId, Response, SandboxId,
+    BackendError, BackendErrorKind, Call, CallResult, Command, CommandError, ContainerId,
+    EXEC_ID_PREFIX, Effect, ExecId, Machine, Now, OpId, PersistAction, PersistError, RequestId,
+    Response, SandboxId,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -274,10 +275,12 @@ impl<B: Backend, S: CheckpointStore> Driver<B, S> {
         };
         match request {
             Request::Command(command, reply) => self.submit(command, reply, now),
-            Request::ByPrefix(kind, prefix, reply) => match resolve(m, kind, &prefix) {
-                Ok(command) => self.submit(command, reply, now),
-                Err(e) => drop(reply.send(Err(e.into()))),
-            },
+            Request::ByPrefix(kind, prefix, reply) => {
+                match resolve(m, kind, &prefix, || new_exec_id(&mut self.rng, m)) {
+                    Ok(command) => self.submit(command, reply, now),
+                    Err(e) => drop(reply.send(Err(e.into()))),
+                }
+            }
             Request::ContainerStatus(prefix, reply) => {
                 drop(reply.send(read::container_status(m, &prefix).map_err(Into::into)))
             }
@@ -355,6 +358,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// A fresh exec id of berth's ([`EXEC_ID_PREFIX`]), drawn like every other id, unused by
+/// any exec in flight.
+fn new_exec_id(rng: &mut SmallRng, m: &Machine) -> ExecId {
+    loop {
+        let a: u64 = rng.r#gen();
+        let b: u64 = rng.r#gen();
+        if let Ok(id) = ExecId::new(format!("{EXEC_ID_PREFIX}{a:016x}{b:016x}"))
+            && m.exec(&id).is_none()
+        {
+            return id;
+        }
+    }
+}
+
 fn random_id(rng: &mut SmallRng) -> String {
     let a: u64 = rng.r#gen();
     let b: u64 = rng.r#gen();
@@ -383,7 +400,12 @@ fn reject(request: Request) {
 /// The command a by-id request means, its id resolved by the machine (an unknown id is
 /// passed through: the command decides what it means). While recovering, the machine's
 /// answer to any command, before an id the recovering state cannot settle is resolved.
-fn resolve(m: &Machine, kind: PrefixCommand, prefix: &str) -> Result<Command, CommandError> {
+fn resolve(
+    m: &Machine,
+    kind: PrefixCommand,
+    prefix: &str,
+    exec_id: impl FnOnce() -> ExecId,
+) -> Result<Command, CommandError> {
     m.serving()?;
     Ok(match kind {
         PrefixCommand::Start => Command::StartContainer(m.container_id(prefix)?),
@@ -397,6 +419,12 @@ fn resolve(m: &Machine, kind: PrefixCommand, prefix: &str) -> Result<Command, Co
             resources,
         },
         PrefixCommand::ReopenLog => Command::ReopenContainerLog(m.container_id(prefix)?),
+        PrefixCommand::Exec { cmd, timeout } => Command::ExecSync {
+            id: m.container_id(prefix)?,
+            exec_id: exec_id(),
+            cmd,
+            timeout,
+        },
         PrefixCommand::StopSandbox => Command::StopPodSandbox(m.sandbox_id(prefix)?),
         PrefixCommand::RemoveSandbox => Command::RemovePodSandbox(m.sandbox_id(prefix)?),
     })

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use berth_core::{
-    Command, ContainerConfig, ContainerId, Event, Resources, Response, SandboxConfig, SandboxId,
-    Target,
+    Command, ContainerConfig, ContainerId, Event, ExecOutput, Resources, Response, SandboxConfig,
+    SandboxId, Target,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -39,6 +39,11 @@ pub(crate) enum PrefixCommand {
     Remove,
     Update(Resources),
     ReopenLog,
+    /// ExecSync: the driver draws the exec id.
+    Exec {
+        cmd: Vec<String>,
+        timeout: Duration,
+    },
     StopSandbox,
     RemoveSandbox,
 }
@@ -142,6 +147,27 @@ impl ServiceHandle {
     /// moved it); FailedPrecondition in any other state.
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), ServiceError> {
         self.by_prefix(PrefixCommand::ReopenLog, id).await
+    }
+
+    /// ExecSync: runs `cmd` in a RUNNING container as an exec process and returns its exit
+    /// code (any code: non-zero is an answer, not an error) and its stdout and stderr, each
+    /// capped at the core's `exec_output_cap`. Past `timeout` (zero: none) from the process's
+    /// start it is killed and the answer is a DeadlineExceeded error. The exec process is
+    /// gone once this returns, whatever the outcome.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, ServiceError> {
+        let command = PrefixCommand::Exec { cmd, timeout };
+        match self
+            .ask(|r| Request::ByPrefix(command, id.to_owned(), r))
+            .await?
+        {
+            Response::ExecSync(out) => Ok(out),
+            _ => Err(ServiceError::Stopped),
+        }
     }
 
     async fn by_prefix(&self, command: PrefixCommand, id: &str) -> Result<(), ServiceError> {

@@ -1,5 +1,5 @@
 //! Planted bugs: deliberate faults in berth that the simulator must catch, switched on one at
-//! a time (`SIM_BUG=<name>`). Twelve are switched through berth-core's config (feature
+//! a time (`SIM_BUG=<name>`). Fourteen are switched through berth-core's config (feature
 //! `planted-bugs`, most modelled on containerd bugs; `UnreadableMetaSwept` lives in
 //! berth-service's recovery); the others are configurations of the disk and the service that
 //! reproduce known durability and liveness bugs.
@@ -54,11 +54,15 @@ pub enum CoreBug {
     UnreadableMetaSwept,
     /// `GoneTaskOverwritesExit`.
     GoneTaskOverwritesExit,
+    /// `ExecTimeoutNotKilled`.
+    ExecTimeoutNotKilled,
+    /// `RecoveryKeepsExecs`.
+    RecoveryKeepsExecs,
 }
 
 impl CoreBug {
     /// Every core bug, in `berth_core::PlantedBug::ALL` order.
-    pub const ALL: [CoreBug; 12] = [
+    pub const ALL: [CoreBug; 14] = [
         CoreBug::DeleteTaskBeforeExitPersisted,
         CoreBug::UnknownNotPersisted,
         CoreBug::BrokenWaitIsExit,
@@ -67,10 +71,12 @@ impl CoreBug {
         CoreBug::RecoveryWriteFailureSkips,
         CoreBug::StopKillsAtOnce,
         CoreBug::ExitNotHeldBehindUpdate,
-        CoreBug::StopPodRepliesBeforeExits,
-        CoreBug::RecoveryWatchesExitedTask,
-        CoreBug::UnreadableMetaSwept,
+        CoreBug::ExecTimeoutNotKilled,
         CoreBug::GoneTaskOverwritesExit,
+        CoreBug::RecoveryKeepsExecs,
+        CoreBug::RecoveryWatchesExitedTask,
+        CoreBug::StopPodRepliesBeforeExits,
+        CoreBug::UnreadableMetaSwept,
     ];
 
     /// The core's own value (only in a build with the `planted-bugs` feature).
@@ -90,13 +96,15 @@ impl CoreBug {
             CoreBug::RecoveryWatchesExitedTask => P::RecoveryWatchesExitedTask,
             CoreBug::UnreadableMetaSwept => P::UnreadableMetaSwept,
             CoreBug::GoneTaskOverwritesExit => P::GoneTaskOverwritesExit,
+            CoreBug::ExecTimeoutNotKilled => P::ExecTimeoutNotKilled,
+            CoreBug::RecoveryKeepsExecs => P::RecoveryKeepsExecs,
         }
     }
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 17] = [
         Bug::Core(CoreBug::DeleteTaskBeforeExitPersisted),
         Bug::Core(CoreBug::UnknownNotPersisted),
         Bug::Core(CoreBug::BrokenWaitIsExit),
@@ -109,6 +117,8 @@ impl Bug {
         Bug::Core(CoreBug::RecoveryWatchesExitedTask),
         Bug::Core(CoreBug::UnreadableMetaSwept),
         Bug::Core(CoreBug::GoneTaskOverwritesExit),
+        Bug::Core(CoreBug::ExecTimeoutNotKilled),
+        Bug::Core(CoreBug::RecoveryKeepsExecs),
         Bug::NoFileFsync,
         Bug::NoDirFsync,
         Bug::RecoveryNoDeadline,
@@ -131,6 +141,8 @@ impl Bug {
             Bug::Core(CoreBug::RecoveryWatchesExitedTask) => "recovery_watches_exited_task",
             Bug::Core(CoreBug::UnreadableMetaSwept) => "unreadable_meta_swept",
             Bug::Core(CoreBug::GoneTaskOverwritesExit) => "gone_task_overwrites_exit",
+            Bug::Core(CoreBug::ExecTimeoutNotKilled) => "exec_timeout_not_killed",
+            Bug::Core(CoreBug::RecoveryKeepsExecs) => "recovery_keeps_execs",
             Bug::NoFileFsync => "no_file_fsync",
             Bug::NoDirFsync => "no_dir_fsync",
             Bug::RecoveryNoDeadline => "recovery_no_deadline",

@@ -14,7 +14,7 @@ use berth_service::{ContainerFilter, SandboxFilter, ServiceError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::checks::graceful;
+use crate::checks::{execs, graceful};
 use crate::workload::{ClientStep, container_config, sandbox_config};
 use crate::world::{Incarnation, SimWorld, lock};
 
@@ -44,6 +44,21 @@ fn transient(e: &ServiceError) -> bool {
         e,
         ServiceError::Stopped | ServiceError::Command(CommandError::Recovering)
     )
+}
+
+/// An exec's output in the trace: its code and sizes, not every byte.
+struct Output(berth_core::ExecOutput);
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} stdout {}B stderr {}B",
+            self.0.exit_code,
+            self.0.stdout.len(),
+            self.0.stderr.len()
+        )
+    }
 }
 
 struct Client {
@@ -184,6 +199,30 @@ impl Client {
             ClientStep::ReopenLog(i) => {
                 if let Some((id, _)) = self.ctr(i) {
                     self.reopen_log(&id).await;
+                }
+            }
+            ClientStep::Exec(i, plan, timeout) => {
+                if let Some((id, _)) = self.ctr(i) {
+                    self.exec(&id, plan, timeout).await;
+                }
+            }
+            ClientStep::ExecDuringStop(i, plan, timeout, grace) => {
+                if let Some((id, _)) = self.ctr(i) {
+                    let delay = Duration::from_millis(self.rng.gen_range(0..500));
+                    let (w, actor) = (self.w.clone(), self.actor.clone());
+                    let mut other = Client {
+                        rng: SmallRng::seed_from_u64(self.rng.r#gen()),
+                        actor: format!("{actor}'"),
+                        attempts: self.attempts.clone(),
+                        replacements: POD_REPLACEMENTS,
+                        w,
+                        k: self.k,
+                    };
+                    let id2 = id.clone();
+                    tokio::join!(self.exec(&id, plan, timeout), async move {
+                        tokio::time::sleep(delay).await;
+                        other.stop(&id2, grace).await;
+                    });
                 }
             }
             ClientStep::StopPod(p) => {
@@ -409,6 +448,48 @@ impl Client {
                 }
                 Err(e) if transient(&e) => self.pause(attempt).await,
                 Err(_) => return,
+            }
+        }
+    }
+
+    /// ExecSync of a command following `plan`, retried while berth is not serving (each
+    /// attempt a process of its own, tagged apart); every answer is checked against the
+    /// plan and the truth at once.
+    async fn exec(
+        &mut self,
+        id: &ContainerId,
+        plan: berth_simbackend::ExecPlan,
+        timeout: Duration,
+    ) {
+        for attempt in 0..8u64 {
+            let inc = self.w.incarnation().await;
+            let plan = plan.tagged(plan.tag + attempt);
+            let faults_before = self.w.sim.faults().calls.is_none();
+            let sent = self.w.sim.now_wall();
+            let svc = inc.svc.clone();
+            let r = self
+                .call("exec", id.as_str(), async {
+                    svc.exec_sync(id.as_str(), plan.to_cmd(), timeout)
+                        .await
+                        .map(Output)
+                })
+                .await
+                .map(|o| o.0);
+            let req = execs::Request {
+                container: id.as_str(),
+                plan,
+                timeout,
+                cap: crate::workload::SIM_EXEC_OUTPUT_CAP,
+                drain_bound: self.w.sim.config().exec_drain_bound,
+                sent,
+                answered: self.w.sim.now_wall(),
+                faults_off: faults_before && self.w.sim.faults().calls.is_none(),
+            };
+            let check = execs::answer(&req, &r, &self.w.sim.execs());
+            self.w.check(check);
+            match r {
+                Err(e) if transient(&e) => self.pause(attempt as u32).await,
+                _ => return,
             }
         }
     }

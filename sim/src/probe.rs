@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta,
-    ExitStatus, ImageRef, Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status,
-    StoreError, Target, TaskMetrics, TaskState,
+    Backend, BackendError, BackendErrorKind, CheckpointStore, ContainerId, ContainerMeta, ExecId,
+    ExecOutput, ExecSpec, ExitStatus, ImageRef, Listing, LoadError, Resources, ResourcesOf,
+    SandboxMeta, Status, StoreError, Target, TaskMetrics, TaskState,
 };
 use tokio::time::Instant;
 
@@ -383,6 +383,63 @@ impl<B: Backend> Backend for ProbedBackend<B> {
             .call("Logs.Reopen", id.as_str(), d, self.inner.reopen_log(id))
             .await
     }
+    async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call(
+                "Tasks.Exec",
+                id.as_str(),
+                d,
+                self.inner.start_exec(id, exec),
+            )
+            .await
+    }
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError> {
+        let out = self
+            .probe
+            .call("Tasks.Wait", id.as_str(), None, async {
+                self.inner.wait_exec(id, exec_id).await.map(OutputShort)
+            })
+            .await?;
+        Ok(out.0)
+    }
+    async fn kill_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+        signal: i32,
+    ) -> Result<(), BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call(
+                "Tasks.Kill",
+                id.as_str(),
+                d,
+                self.inner.kill_exec(id, exec_id, signal),
+            )
+            .await
+    }
+    async fn delete_exec(&self, id: &ContainerId, exec_id: &ExecId) -> Result<(), BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call(
+                "Tasks.DeleteProcess",
+                id.as_str(),
+                d,
+                self.inner.delete_exec(id, exec_id),
+            )
+            .await
+    }
+    async fn sweep_execs(&self, id: &ContainerId) -> Result<u32, BackendError> {
+        let d = Some(BACKEND_DEADLINE);
+        self.probe
+            .call("Tasks.ListPids", id.as_str(), d, self.inner.sweep_execs(id))
+            .await
+    }
     async fn list(&self) -> Result<Listing, BackendError> {
         let d = Some(BACKEND_DEADLINE);
         let listing = self
@@ -401,6 +458,22 @@ impl<B: Backend> Backend for ProbedBackend<B> {
         self.probe
             .call("Tasks.Metrics", "", d, self.inner.task_metrics(ids))
             .await
+    }
+}
+
+/// An exec's output whose debug form is its code and sizes (the trace would otherwise print
+/// every byte).
+struct OutputShort(ExecOutput);
+
+impl std::fmt::Debug for OutputShort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} stdout {}B stderr {}B",
+            self.0.exit_code,
+            self.0.stdout.len(),
+            self.0.stderr.len()
+        )
     }
 }
 

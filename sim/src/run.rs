@@ -13,7 +13,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::checks::{exited, exits, graceful, invariants, leaks, stuck, sweep, truth, write_order};
+use crate::checks::{
+    execs, exited, exits, graceful, invariants, leaks, stuck, sweep, truth, write_order,
+};
 use crate::probe::CRASH_TARGETS;
 use crate::shape::{FaultSwitch, Shape};
 use crate::world::{Incarnation, SimWorld, berth_main, lock};
@@ -213,6 +215,7 @@ async fn settled_checks(
         }));
     }
     bad.extend(leaks::no_leaks(&views, &pods, &truth, disk.as_ref()));
+    bad.extend(execs::none_left(&truth));
     bad.extend(stuck::nothing_removing(&views));
     bad.extend(graceful::stop_signal_first(&truth.signals, &lock(&w.kills)));
     bad.extend(write_order::one_write_at_a_time(&w.disk.overlaps()).err());

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use berth_core::{ContainerConfig, SandboxConfig};
-use berth_simbackend::ProcessPlan;
+use berth_simbackend::{ExecPlan, ProcessPlan};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -45,6 +45,50 @@ const EARLY_STOP_STREAM: u64 = 0xEA21_57A9_0000_0008;
 /// Exit codes of a process shutting down on SIGTERM: neither 137 nor 143, so that a kill
 /// or an unhandled signal cannot pass for them.
 const TERM_CODES: &[i32] = &[3, 64];
+
+/// Stream constant of each container's ExecSyncs (a stream of its own, as above).
+const EXEC_STREAM: u64 = 0xE8EC_0000_5EED_0008;
+
+/// The output cap berth runs with in the simulator (production: 16 MiB,
+/// `berth_core::EXEC_OUTPUT_CAP`): small, so that plans write past it cheaply.
+pub const SIM_EXEC_OUTPUT_CAP: usize = 256;
+
+/// An ExecSync's plan and timeout: mostly quick commands with output (some past the cap),
+/// some that outlive their timeout (run until killed, or exit too late), some whose
+/// background child keeps the pipe open after they exit.
+fn exec_step(rng: &mut SmallRng, tag: u64) -> (ExecPlan, Duration) {
+    let secs = Duration::from_secs;
+    let ms = Duration::from_millis;
+    let (plan, timeout) = match rng.gen_range(0..10) {
+        0..=3 => (
+            ExecPlan::exit(
+                ms(rng.gen_range(0..1500)),
+                CODES[rng.gen_range(0..CODES.len())],
+            )
+            .printing(
+                rng.gen_range(0..2 * SIM_EXEC_OUTPUT_CAP),
+                rng.gen_range(0..64),
+            ),
+            secs(rng.gen_range(4..8)),
+        ),
+        4 | 5 => (
+            ExecPlan::forever().printing(10, 0),
+            secs(rng.gen_range(1..3)),
+        ),
+        6 => (ExecPlan::exit(secs(4), 0), secs(1)),
+        7 | 8 => (
+            ExecPlan::exit(ms(rng.gen_range(0..300)), 0)
+                .printing(5, 0)
+                .lingering(Duration::MAX),
+            secs(10),
+        ),
+        _ => (
+            ExecPlan::exit(ms(rng.gen_range(0..500)), 1).lingering(ms(500)),
+            secs(4),
+        ),
+    };
+    (plan.tagged(tag), timeout)
+}
 
 /// One pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +135,10 @@ pub enum ClientStep {
     Update(usize, u16),
     /// ReopenContainerLog.
     ReopenLog(usize),
+    /// ExecSync of a command following this plan, with this timeout.
+    Exec(usize, ExecPlan, Duration),
+    /// ExecSync, and a StopContainer with this grace period sent while it runs.
+    ExecDuringStop(usize, ExecPlan, Duration, Duration),
     /// StopPodSandbox.
     StopPod(usize),
     /// RemovePodSandbox (its containers go with it).
@@ -143,7 +191,9 @@ fn step_container(step: &ClientStep) -> Option<usize> {
         | ClientStep::Remove(i)
         | ClientStep::Status(i)
         | ClientStep::Update(i, _)
-        | ClientStep::ReopenLog(i) => Some(i),
+        | ClientStep::ReopenLog(i)
+        | ClientStep::Exec(i, _, _)
+        | ClientStep::ExecDuringStop(i, _, _, _) => Some(i),
         ClientStep::RunPod(_)
         | ClientStep::List
         | ClientStep::StopPod(_)
@@ -227,6 +277,17 @@ impl Workload {
             }
             if extra.gen_bool(0.2) {
                 lane.push(ClientStep::ReopenLog(i));
+            }
+            let mut execs = stream((i as u64 + 1) ^ EXEC_STREAM);
+            if execs.gen_bool(0.35) {
+                for k in 0..execs.gen_range(1..3u64) {
+                    let (plan, timeout) = exec_step(&mut execs, ((i as u64) << 8) | (k << 4));
+                    lane.push(if execs.gen_bool(0.2) {
+                        ClientStep::ExecDuringStop(i, plan, timeout, grace(&mut execs))
+                    } else {
+                        ClientStep::Exec(i, plan, timeout)
+                    });
+                }
             }
             if rng.gen_bool(0.5) {
                 lane.push(ClientStep::Status(i));

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::bugs::Bug;
 use crate::checks::first_exit::FirstExits;
-use crate::checks::{graceful, invariants, replies::Replies, sweep, write_order};
+use crate::checks::{execs, graceful, invariants, replies::Replies, sweep, write_order};
 use crate::probe::{InFlight, Probe, ProbedBackend, ProbedStore, Trigger};
 use crate::shape::{FaultMask, FaultSwitch, Shape};
 use crate::trace::Trace;
@@ -96,6 +96,9 @@ pub(crate) struct SimWorld {
     pub crash_asked: tokio::sync::Notify,
     /// Replies after which a crash was considered (numbers the draws).
     reply_crashes: AtomicU64,
+    /// Each berth incarnation's start and readiness (unix ns), by number − 1, for the exec
+    /// sweep check.
+    pub incarnations: Mutex<Vec<execs::Incarnation>>,
     /// The berth node and the client tasks: stopped at the end of the run, because a task
     /// left pending holds the world (through the simulated containerd's wakers) in a cycle
     /// that would leak every seed's memory.
@@ -163,6 +166,7 @@ impl SimWorld {
             kills: Mutex::new(graceful::Requests::default()),
             crash_asked: tokio::sync::Notify::new(),
             reply_crashes: AtomicU64::new(0),
+            incarnations: Mutex::new(Vec::new()),
             ends: Mutex::new((None, Vec::new())),
             shape,
         }
@@ -233,6 +237,7 @@ impl SimWorld {
         config.core.backoff_initial = Duration::from_millis(500);
         config.core.backoff_max = Duration::from_secs(10);
         config.core.resync_backoff_max = Duration::from_secs(5);
+        config.core.exec_output_cap = crate::workload::SIM_EXEC_OUTPUT_CAP;
         config.recovery_parallelism = 8;
         config.id_seed = self.seed.rotate_left(17) ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         match self.shape.bug {
@@ -308,6 +313,16 @@ impl SimWorld {
             if let Some(v) = bad.into_iter().next() {
                 self.fail(v);
             }
+        }
+        if !self.has_failed() {
+            let now = self.sim.now_wall();
+            let incs = lock(&self.incarnations).clone();
+            self.check(execs::swept_in_time(
+                &self.sim.execs(),
+                &incs,
+                now,
+                execs::SWEEP_BOUND,
+            ));
         }
     }
 
@@ -533,6 +548,10 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
         }),
     };
     lock(&w.kills).berth_started(w.sim.now_wall());
+    lock(&w.incarnations).push(execs::Incarnation {
+        started: w.sim.now_wall(),
+        ready: None,
+    });
     let backend = Arc::new(ProbedBackend::new(w.sim.clone(), probe.clone()));
     let store = Arc::new(ProbedStore::new(w.disk.clone(), probe));
     let svc = Service::start(backend, store, w.service_config(number));
@@ -545,6 +564,9 @@ pub(crate) async fn berth_main(w: Arc<SimWorld>) {
     });
     if svc.wait_ready().await.is_ok() {
         w.ready_no.store(number, Ordering::SeqCst);
+        if let Some(inc) = lock(&w.incarnations).get_mut(number as usize - 1) {
+            inc.ready = Some(w.sim.now_wall());
+        }
         w.event("berth", "ready", "", number as i64, String::new);
     }
     std::future::pending::<()>().await;

@@ -12,8 +12,9 @@
 use async_trait::async_trait;
 
 pub use berth_core::{
-    BackendError, BackendErrorKind, Call, CallResult, ContainerId, ContainerMeta, ExitStatus,
-    ImageRecord, ImageRef, Resources, ResourcesOf, SandboxMeta, Status, Target, TaskState,
+    BackendError, BackendErrorKind, Call, CallResult, ContainerId, ContainerMeta, ExecId,
+    ExecOutput, ExecSpec, ExitStatus, ImageRecord, ImageRef, Resources, ResourcesOf, SandboxMeta,
+    Status, Target, TaskState,
 };
 
 /// A containerd container record carrying berth's label, as listed at recovery.
@@ -38,7 +39,7 @@ pub struct Listing {
 }
 
 /// A task's resource usage at one moment (containerd `Tasks.Metrics`), as CRI stats report
-/// it (docs/containerd-behaviour.md §11). Counters are cumulative since the task started.
+/// it (docs/containerd-behaviour.md §12). Counters are cumulative since the task started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskMetrics {
     /// The containerd id (a container's, or a sandbox's pause container).
@@ -111,6 +112,34 @@ pub trait Backend: Send + Sync + 'static {
     /// FailedPrecondition if no log of it is being written (no log path, or no running
     /// task).
     async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError>;
+    /// Creates and starts exec process `exec.exec_id` in the container's running task
+    /// (`Tasks.Exec` with the container's process settings and `exec.cmd`, then `Tasks.Start`
+    /// of it), its stdout and stderr captured up to `exec.output_cap` bytes each (the rest
+    /// read and dropped); returns its pid. NotFound without a task; FailedPrecondition when
+    /// the task does not run.
+    async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError>;
+    /// Waits for the exec process to exit, then for its output to be drained, with a bound
+    /// (a background child holding the pipe open cannot hold the wait); no deadline
+    /// otherwise. A broken stream is `Unavailable`, never an exit. NotFound if the process
+    /// is gone.
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError>;
+    /// Signals the exec process. NotFound if it is gone or has exited.
+    async fn kill_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+        signal: i32,
+    ) -> Result<(), BackendError>;
+    /// Deletes the exec process (`Tasks.DeleteProcess`), SIGKILLing a live one and waiting
+    /// for it first. NotFound if it is gone already.
+    async fn delete_exec(&self, id: &ContainerId, exec_id: &ExecId) -> Result<(), BackendError>;
+    /// Kills and deletes every exec process of berth's ([`ExecId::is_berths`]) in the
+    /// container's task; returns how many. `Ok(0)` when there is no task.
+    async fn sweep_execs(&self, id: &ContainerId) -> Result<u32, BackendError>;
     /// Lists every record carrying berth's label.
     async fn list(&self) -> Result<Listing, BackendError>;
     /// Samples the resource usage of the tasks of `ids` (every task when empty). A container
@@ -159,6 +188,23 @@ pub async fn run_call<B: Backend + ?Sized>(
             backend.reopen_log(id).await?;
             CallResult::Done
         }
+        Call::StartExec { id, exec } => CallResult::Pid(backend.start_exec(id, exec).await?),
+        Call::WaitExec { id, exec_id } => {
+            CallResult::ExecExited(Box::new(backend.wait_exec(id, exec_id).await?))
+        }
+        Call::KillExec {
+            id,
+            exec_id,
+            signal,
+        } => {
+            backend.kill_exec(id, exec_id, *signal).await?;
+            CallResult::Done
+        }
+        Call::DeleteExec { id, exec_id } => {
+            backend.delete_exec(id, exec_id).await?;
+            CallResult::Done
+        }
+        Call::SweepExecs(id) => CallResult::Swept(backend.sweep_execs(id).await?),
     })
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, ContainerId, ContainerMeta, ExitStatus, ImageRef, Listing, Resources,
-    ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
+    Backend, BackendError, ContainerId, ContainerMeta, ExecId, ExecOutput, ExecSpec, ExitStatus,
+    ImageRef, Listing, Resources, ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
 };
 
 use crate::client::Client;
@@ -168,6 +168,35 @@ impl Backend for ContainerdBackend {
         self.reopen_container_log(id.as_str())
             .await
             .map_err(|e| map_log_error(&e, "Logs.Reopen", id.as_str()))
+    }
+
+    async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError> {
+        self.exec_start(id, exec).await
+    }
+
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError> {
+        self.exec_wait(id, exec_id).await
+    }
+
+    async fn kill_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+        signal: i32,
+    ) -> Result<(), BackendError> {
+        self.exec_kill(id, exec_id, signal).await
+    }
+
+    async fn delete_exec(&self, id: &ContainerId, exec_id: &ExecId) -> Result<(), BackendError> {
+        self.exec_delete(id, exec_id).await
+    }
+
+    async fn sweep_execs(&self, id: &ContainerId) -> Result<u32, BackendError> {
+        self.exec_sweep(id).await
     }
 
     async fn list(&self) -> Result<Listing, BackendError> {

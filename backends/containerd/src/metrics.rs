@@ -1,7 +1,7 @@
 //! Task resource usage: `Tasks.Metrics`, whose `data` is the cgroup metrics of the runc shim
 //! (`io.containerd.cgroups.v1.Metrics` on cgroup v1, `io.containerd.cgroups.v2.Metrics` on
 //! the unified hierarchy), decoded by type URL into [`TaskMetrics`] (the field mapping is in
-//! docs/containerd-behaviour.md §11).
+//! docs/containerd-behaviour.md §12).
 //!
 //! containerd-client does not carry the two cgroups protos; the messages below declare only
 //! the fields berth reads, with the field numbers of containerd/cgroups' `metrics.proto`

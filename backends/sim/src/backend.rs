@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, ImageRecord,
-    ImageRef, Listing, Resources, ResourcesOf, SandboxMeta, Target, TaskMetrics, TaskState,
+    Backend, BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExecId, ExecOutput,
+    ExecSpec, ExitStatus, ImageRecord, ImageRef, Listing, Resources, ResourcesOf, SandboxMeta,
+    Target, TaskMetrics, TaskState,
 };
 use berth_core::SandboxId;
 use rand::rngs::SmallRng;
@@ -22,8 +23,8 @@ use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::faults::{FaultCounts, FaultEvent, FaultKind, FaultPlan};
-use crate::model::{Model, WaitBegin, WaitPoll, connection_refused, transport_error};
-use crate::truth::{ObjectTruth, ProcessPlan, RealExit, Restart, ShimDeath, Truth};
+use crate::model::{ExecPoll, Model, WaitBegin, WaitPoll, connection_refused, transport_error};
+use crate::truth::{ExecTruth, ObjectTruth, ProcessPlan, RealExit, Restart, ShimDeath, Truth};
 
 /// Stream constant: the backend's draws are independent of the disk's and the plan's.
 const BACKEND_STREAM: u64 = 0xC0DE_0001_5EED_0001;
@@ -415,6 +416,13 @@ impl SimBackend {
         s.model.truth_of(id)
     }
 
+    /// Every exec process ever started, in start order (alive or not, deleted or not).
+    pub fn execs(&self) -> Vec<ExecTruth> {
+        let mut s = self.state();
+        s.model.settle(Instant::now());
+        s.model.exec_truth()
+    }
+
     /// Every real exit so far, in time order.
     pub fn exits(&self) -> Vec<RealExit> {
         let mut s = self.state();
@@ -619,6 +627,95 @@ impl SimBackend {
         Ok(exit)
     }
 
+    /// `Tasks.Wait` of an exec process, then its output drained (bounded by
+    /// [`SimConfig::exec_drain_bound`]); the faults of a wait (errors, hangs until a
+    /// containerd restart, broken streams).
+    async fn wait_exec_output(
+        &self,
+        target: &Target,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError> {
+        const VERB: &str = "Tasks.Wait";
+        let id = target.as_str();
+        let (decision, epoch, break_at) = {
+            let mut s = self.state();
+            let now = Instant::now();
+            if !s.model.is_up(now) {
+                return Err(connection_refused(VERB, id));
+            }
+            let decision = s.draw(VERB, id, now, true);
+            let break_at = s.draw_wait_break(now);
+            (decision, s.model.epoch, break_at)
+        };
+        match decision {
+            Decision::Fail(kind) => return Err(injected(kind, VERB, id)),
+            Decision::Deadline { .. } => {
+                return Err(injected(BackendErrorKind::DeadlineExceeded, VERB, id));
+            }
+            Decision::Hang { .. } => {
+                self.stall_until_restart(id, epoch).await?;
+                return Err(transport_error(VERB, id));
+            }
+            Decision::Slow { delay, .. } => sleep_for(delay).await,
+            Decision::ReplyLost | Decision::None => {}
+        }
+        sleep_for(self.inner.cfg.latency.wait_task).await;
+        let index = {
+            let mut s = self.state();
+            let now = Instant::now();
+            if !s.model.is_up(now) || s.model.epoch != epoch {
+                return Err(transport_error(VERB, id));
+            }
+            s.model.settle(now);
+            s.model.exec_wait_begin(target, exec_id.as_str(), now)?
+        };
+        let mine = self.waiters_of(id);
+        loop {
+            let mut notified = pin!(self.inner.notify.notified());
+            notified.as_mut().enable();
+            let mut changed = pin!(mine.notified());
+            changed.as_mut().enable();
+            let wake_at = {
+                let mut s = self.state();
+                let now = Instant::now();
+                s.model.settle(now);
+                match s.model.exec_wait_poll(index, epoch, now) {
+                    ExecPoll::Done(result) => return result,
+                    ExecPoll::Until(at) => {
+                        if break_at.is_some_and(|b| now >= b) {
+                            s.record(FaultKind::WaitBroken, VERB, id, now);
+                            return Err(BackendError::new(
+                                BackendErrorKind::Unavailable,
+                                VERB,
+                                id,
+                                "injected: h2 protocol error: connection reset",
+                            ));
+                        }
+                        match (at, break_at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        }
+                    }
+                }
+            };
+            let woken = async {
+                tokio::select! {
+                    biased;
+                    () = &mut notified => {}
+                    () = &mut changed => {}
+                }
+            };
+            match wake_at {
+                Some(at) => {
+                    let _ =
+                        tokio::time::timeout(at.saturating_duration_since(Instant::now()), woken)
+                            .await;
+                }
+                None => woken.await,
+            }
+        }
+    }
+
     async fn wait_exit(&self, target: &Target) -> Result<ExitStatus, BackendError> {
         const VERB: &str = "Tasks.Wait";
         let id = target.as_str();
@@ -812,6 +909,56 @@ impl Backend for SimBackend {
         let lat = self.inner.cfg.latency.reopen_log;
         self.call_via(Via::Berth, "Logs.Reopen", id.as_str(), lat, |m, _| {
             m.reopen_log(&target)
+        })
+        .await
+    }
+
+    async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError> {
+        let target = Target::Container(id.clone());
+        let lat = self.inner.cfg.latency.exec;
+        self.call("Tasks.Exec", id.as_str(), lat, |m, now| {
+            m.start_exec(&target, exec, now)
+        })
+        .await
+    }
+
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError> {
+        self.wait_exec_output(&Target::Container(id.clone()), exec_id)
+            .await
+    }
+
+    async fn kill_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+        signal: i32,
+    ) -> Result<(), BackendError> {
+        let target = Target::Container(id.clone());
+        let lat = self.inner.cfg.latency.exec;
+        self.call("Tasks.Kill", id.as_str(), lat, |m, now| {
+            m.kill_exec(&target, exec_id.as_str(), signal, now)
+        })
+        .await
+    }
+
+    async fn delete_exec(&self, id: &ContainerId, exec_id: &ExecId) -> Result<(), BackendError> {
+        let target = Target::Container(id.clone());
+        let lat = self.inner.cfg.latency.exec;
+        self.call("Tasks.DeleteProcess", id.as_str(), lat, |m, now| {
+            m.delete_exec(&target, exec_id.as_str(), now)
+        })
+        .await
+    }
+
+    async fn sweep_execs(&self, id: &ContainerId) -> Result<u32, BackendError> {
+        let target = Target::Container(id.clone());
+        let lat = self.inner.cfg.latency.exec;
+        self.call("Tasks.ListPids", id.as_str(), lat, |m, now| {
+            m.sweep_execs(&target, now)
         })
         .await
     }

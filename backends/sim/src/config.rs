@@ -37,6 +37,9 @@ pub struct Latencies {
     pub update_record: Duration,
     /// Reopening a log file (berth's own copier, no containerd call).
     pub reopen_log: Duration,
+    /// Each exec call: `Tasks.Exec` + `Tasks.Start`, `Tasks.Kill`, `Tasks.DeleteProcess`,
+    /// a sweep (not measured: of the order of a `Tasks.Start`).
+    pub exec: Duration,
 }
 
 impl Default for Latencies {
@@ -55,6 +58,7 @@ impl Default for Latencies {
             update_task: ms(2_000),
             update_record: ms(1_200),
             reopen_log: ms(100),
+            exec: ms(8_000),
         }
     }
 }
@@ -75,6 +79,7 @@ impl Latencies {
             update_task: Duration::ZERO,
             update_record: Duration::ZERO,
             reopen_log: Duration::ZERO,
+            exec: Duration::ZERO,
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct SimConfig {
     /// Shim deaths and [`crate::SimBackend::kill_shim`] then take a single task; shim keys
     /// are task ids.
     pub shim_per_container: bool,
+    /// How long a wait of an exec process drains its output after the process exited while
+    /// a background child still holds the pipe open (berth's real backend bounds the drain
+    /// the same way; containerd 1.6 could hang forever).
+    pub exec_drain_bound: Duration,
 }
 
 impl Default for SimConfig {
@@ -112,6 +121,7 @@ impl Default for SimConfig {
             call_timeout: None,
             first_pid: 1000,
             shim_per_container: false,
+            exec_drain_bound: Duration::from_secs(2),
         }
     }
 }

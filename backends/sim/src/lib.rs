@@ -80,6 +80,7 @@ pub use faults::{
 };
 pub use model::{BUSYBOX_ID, default_images};
 pub use truth::{
-    ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
+    ExecEnd, ExecPlan, ExecTruth, ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta,
+    RecordTruth, Restart, SIM_EXEC_WORD, ShimDeath, ShimState, ShimTruth, SignalTruth, TaskTruth,
+    Truth,
 };

@@ -6,18 +6,18 @@
 use std::collections::BTreeMap;
 
 use berth_backend::{
-    BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExitStatus, ImageRecord, ImageRef,
-    Listed, Listing, Resources, SandboxMeta, TaskMetrics, TaskState,
+    BackendError, BackendErrorKind, ContainerId, ContainerMeta, ExecOutput, ExecSpec, ExitStatus,
+    ImageRecord, ImageRef, Listed, Listing, Resources, SandboxMeta, TaskMetrics, TaskState,
 };
-use berth_core::{SIGKILL, SandboxId, Target};
+use berth_core::{EXEC_ID_PREFIX, SIGKILL, SandboxId, Target};
 use tokio::time::Instant;
 
 use crate::clock::SimClock;
 use crate::config::SimConfig;
 use crate::error::HookError;
 use crate::truth::{
-    ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta, RecordTruth, Restart, ShimDeath,
-    ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
+    ExecEnd, ExecPlan, ExecTruth, ExitCause, ObjectTruth, ProcessPlan, RealExit, RecordMeta,
+    RecordTruth, Restart, ShimDeath, ShimState, ShimTruth, SignalTruth, TaskTruth, Truth,
 };
 
 /// containerd's namespace, as it appears in its error messages.
@@ -82,6 +82,35 @@ struct Shim {
     cleanup_until: Option<Instant>,
 }
 
+/// An exec process, from its start on (kept after its deletion, for waits and the truth).
+#[derive(Debug, Clone)]
+struct ExecRec {
+    container: String,
+    exec_id: String,
+    task: u64,
+    pid: u32,
+    plan: ExecPlan,
+    cap: usize,
+    started: Instant,
+    exit: Option<(i32, Instant, ExecEnd)>,
+    deleted: bool,
+}
+
+impl ExecRec {
+    fn planned_exit(&self) -> Option<Instant> {
+        self.plan.exit_after.map(|d| self.started + d)
+    }
+}
+
+/// What a blocked exec wait finds when it looks again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ExecPoll {
+    /// The wait ends.
+    Done(Result<ExecOutput, BackendError>),
+    /// Not yet; something may change at this instant, if ever.
+    Until(Option<Instant>),
+}
+
 /// What a wait finds when it begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WaitBegin {
@@ -131,6 +160,10 @@ pub(crate) struct Model {
     /// containerd's incarnation: a restart bumps it and breaks every stream of the old one.
     pub epoch: u64,
     down_until: Option<Instant>,
+    /// Every exec process ever started.
+    exec_log: Vec<ExecRec>,
+    /// Exec processes not deleted, by (container, exec id): their index in `exec_log`.
+    execs: BTreeMap<(String, String), usize>,
     /// No planned exit is due before this (a lower bound; `None`: none planned), so that
     /// [`Model::settle`], called on every call, scans the tasks only when one may be due.
     next_exit: Option<Instant>,
@@ -201,6 +234,8 @@ impl Model {
             next_shim: 1,
             epoch: 0,
             down_until: None,
+            exec_log: Vec::new(),
+            execs: BTreeMap::new(),
             next_exit: None,
             images: default_images(),
         }
@@ -233,6 +268,7 @@ impl Model {
         if self.next_exit.is_none_or(|t| t > now) {
             return;
         }
+        self.settle_execs(now);
         let mut due: Vec<(Instant, String)> = self
             .tasks
             .iter()
@@ -260,7 +296,254 @@ impl Model {
                 Proc::Running { exit_at } => exit_at,
                 _ => None,
             })
+            .chain(
+                self.exec_log
+                    .iter()
+                    .filter(|e| e.exit.is_none())
+                    .filter_map(ExecRec::planned_exit),
+            )
             .min();
+    }
+
+    /// Applies every planned exec exit due by `now`.
+    fn settle_execs(&mut self, now: Instant) {
+        for e in &mut self.exec_log {
+            if e.exit.is_none()
+                && let Some(at) = e.planned_exit()
+                && at <= now
+            {
+                e.exit = Some((e.plan.code, at, ExecEnd::Planned));
+            }
+        }
+    }
+
+    fn note_exit_due(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next_exit = Some(self.next_exit.map_or(at, |n| n.min(at)));
+        }
+    }
+
+    /// The exec processes of task `seq` still alive at `at` die with its init (one pid
+    /// namespace); those whose plan ended first exited on their own.
+    fn kill_execs_of_task(&mut self, seq: u64, at: Instant, end: ExecEnd) {
+        for e in &mut self.exec_log {
+            if e.task != seq || e.exit.is_some() {
+                continue;
+            }
+            e.exit = Some(match e.planned_exit() {
+                Some(p) if p <= at => (e.plan.code, p, ExecEnd::Planned),
+                _ => (KILLED, at, end),
+            });
+        }
+    }
+
+    /// The exec processes of task `seq` are gone from containerd with it.
+    fn drop_execs_of_task(&mut self, seq: u64) {
+        let log = &mut self.exec_log;
+        self.execs.retain(|_, i| {
+            let gone = log[*i].task == seq;
+            if gone {
+                log[*i].deleted = true;
+            }
+            !gone
+        });
+    }
+
+    /// `Tasks.Exec` + `Tasks.Start` of an exec process in `target`'s running task.
+    pub fn start_exec(
+        &mut self,
+        target: &Target,
+        spec: &ExecSpec,
+        now: Instant,
+    ) -> Result<u32, BackendError> {
+        const VERB: &str = "Tasks.Exec";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let task = self.tasks.get(id).ok_or_else(|| no_task(VERB, id))?;
+        if !matches!(task.proc, Proc::Running { .. }) {
+            return Err(err(
+                BackendErrorKind::FailedPrecondition,
+                VERB,
+                id,
+                format!("cannot exec in a {} state", state_name(task.proc)),
+            ));
+        }
+        let key = (id.to_owned(), spec.exec_id.as_str().to_owned());
+        if self.execs.contains_key(&key) {
+            return Err(err(
+                BackendErrorKind::AlreadyExists,
+                VERB,
+                id,
+                format!("id {}: already exists", spec.exec_id),
+            ));
+        }
+        let seq = task.seq;
+        let pid = self.next_pid;
+        self.next_pid = self.next_pid.wrapping_add(1).max(2);
+        let rec = ExecRec {
+            container: id.to_owned(),
+            exec_id: spec.exec_id.as_str().to_owned(),
+            task: seq,
+            pid,
+            plan: ExecPlan::from_cmd(&spec.cmd),
+            cap: spec.output_cap,
+            started: now,
+            exit: None,
+            deleted: false,
+        };
+        let due = rec.planned_exit();
+        self.execs.insert(key, self.exec_log.len());
+        self.exec_log.push(rec);
+        self.note_exit_due(due);
+        self.settle(now);
+        Ok(pid)
+    }
+
+    fn exec_index(&self, verb: &str, id: &str, exec_id: &str) -> Result<usize, BackendError> {
+        self.execs
+            .get(&(id.to_owned(), exec_id.to_owned()))
+            .copied()
+            .ok_or_else(|| {
+                err(
+                    BackendErrorKind::NotFound,
+                    verb,
+                    id,
+                    format!("process {exec_id}: not found"),
+                )
+            })
+    }
+
+    /// `Tasks.Kill` of an exec process.
+    pub fn kill_exec(
+        &mut self,
+        target: &Target,
+        exec_id: &str,
+        signal: i32,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Tasks.Kill";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let i = self.exec_index(VERB, id, exec_id)?;
+        let e = &mut self.exec_log[i];
+        if e.exit.is_some() {
+            return Err(err(
+                BackendErrorKind::NotFound,
+                VERB,
+                id,
+                "process already finished: not found",
+            ));
+        }
+        if signal != 0 && !HARMLESS_SIGNALS.contains(&signal) {
+            e.exit = Some((128 + signal, now, ExecEnd::Signal(signal)));
+        }
+        Ok(())
+    }
+
+    /// Deleting an exec process (berth's backend: SIGKILL a live one, wait, then
+    /// `Tasks.DeleteProcess`).
+    pub fn delete_exec(
+        &mut self,
+        target: &Target,
+        exec_id: &str,
+        now: Instant,
+    ) -> Result<(), BackendError> {
+        const VERB: &str = "Tasks.DeleteProcess";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        let i = self.exec_index(VERB, id, exec_id)?;
+        let e = &mut self.exec_log[i];
+        if e.exit.is_none() {
+            e.exit = Some((KILLED, now, ExecEnd::Signal(SIGKILL)));
+        }
+        e.deleted = true;
+        self.execs.remove(&(id.to_owned(), exec_id.to_owned()));
+        Ok(())
+    }
+
+    /// Kills and deletes every exec process of berth's in `target`'s task. NotFound
+    /// without a record; `Ok(0)` without a task.
+    pub fn sweep_execs(&mut self, target: &Target, now: Instant) -> Result<u32, BackendError> {
+        const VERB: &str = "Tasks.ListPids";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        if !self.tasks.contains_key(id) {
+            return Ok(0);
+        }
+        let mine: Vec<(String, String)> = self
+            .execs
+            .keys()
+            .filter(|(c, x)| c == id && x.starts_with(EXEC_ID_PREFIX))
+            .cloned()
+            .collect();
+        for (_, exec_id) in &mine {
+            self.delete_exec(target, exec_id, now)?;
+        }
+        Ok(u32::try_from(mine.len()).unwrap_or(u32::MAX))
+    }
+
+    /// A wait of an exec process as it begins: its index.
+    pub fn exec_wait_begin(
+        &self,
+        target: &Target,
+        exec_id: &str,
+        now: Instant,
+    ) -> Result<usize, BackendError> {
+        const VERB: &str = "Tasks.Wait";
+        let id = target.as_str();
+        self.task_call_record(VERB, id, now)?;
+        self.exec_index(VERB, id, exec_id)
+    }
+
+    /// A blocked wait of exec number `i`, begun in containerd incarnation `epoch`, looks
+    /// again: it ends once the process has exited and its output is drained (the pipe
+    /// closed, or the drain bound passed).
+    pub fn exec_wait_poll(&self, i: usize, epoch: u64, now: Instant) -> ExecPoll {
+        const VERB: &str = "Tasks.Wait";
+        let e = &self.exec_log[i];
+        if self.epoch != epoch {
+            return ExecPoll::Done(Err(transport_error(VERB, &e.container)));
+        }
+        match e.exit {
+            None => ExecPoll::Until(e.planned_exit()),
+            Some((_, _, ExecEnd::ShimDied)) => {
+                ExecPoll::Done(Err(ttrpc_closed(VERB, &e.container)))
+            }
+            Some((code, at, _)) => {
+                let drained = at + e.plan.linger.min(self.cfg.exec_drain_bound);
+                if now < drained {
+                    return ExecPoll::Until(Some(drained));
+                }
+                let mut stdout = e.plan.stdout();
+                let mut stderr = e.plan.stderr();
+                stdout.truncate(e.cap);
+                stderr.truncate(e.cap);
+                ExecPoll::Done(Ok(ExecOutput {
+                    exit_code: code,
+                    stdout,
+                    stderr,
+                }))
+            }
+        }
+    }
+
+    /// Every exec process ever started, as truth.
+    pub fn exec_truth(&self) -> Vec<ExecTruth> {
+        self.exec_log
+            .iter()
+            .map(|e| ExecTruth {
+                container: e.container.clone(),
+                exec_id: e.exec_id.clone(),
+                task: e.task,
+                pid: e.pid,
+                plan: e.plan,
+                started_at: self.clock.wall_of(e.started),
+                exited_at: e.exit.map(|(_, at, _)| self.clock.wall_of(at)),
+                code: e.exit.map(|(c, _, _)| c),
+                end: e.exit.map(|(_, _, end)| end),
+                deleted: e.deleted,
+            })
+            .collect()
     }
 
     /// The process of task `id` ends with `code` at `at`.
@@ -287,6 +570,7 @@ impl Model {
             status
         };
         task.proc = Proc::Stopped(status);
+        let seq = task.seq;
         let exit = RealExit {
             target: task.target.clone(),
             task: task.seq,
@@ -297,8 +581,14 @@ impl Model {
             started,
             shim_died,
         };
-        self.exit_of_task.insert(task.seq, self.exits.len());
+        self.exit_of_task.insert(exit.task, self.exits.len());
         self.exits.push(exit.clone());
+        let end = if shim_died {
+            ExecEnd::ShimDied
+        } else {
+            ExecEnd::TaskDied
+        };
+        self.kill_execs_of_task(seq, at, end);
         Some(exit)
     }
 
@@ -700,6 +990,7 @@ impl Model {
         let Some(task) = self.tasks.remove(id) else {
             return;
         };
+        self.drop_execs_of_task(task.seq);
         let pod_has_tasks = self.tasks.values().any(|t| t.shim_key == task.shim_key);
         if !pod_has_tasks
             && let Some(shim) = self.shims.get_mut(&task.shim_key)
@@ -976,7 +1267,9 @@ impl Model {
                     death.killed.push(target);
                 }
             }
-            self.tasks.remove(&id);
+            if let Some(task) = self.tasks.remove(&id) {
+                self.drop_execs_of_task(task.seq);
+            }
             self.dying.insert(id, until);
         }
         if let Some(shim) = self.shims.get_mut(pod) {
@@ -1117,7 +1410,16 @@ impl Model {
             exits: self.exits.clone(),
             shim_deaths: self.shim_deaths.clone(),
             signals: self.signals.clone(),
+            execs: self.exec_truth(),
         }
+    }
+}
+
+fn state_name(p: Proc) -> &'static str {
+    match p {
+        Proc::Created => "created",
+        Proc::Running { .. } => "running",
+        Proc::Stopped(_) => "stopped",
     }
 }
 

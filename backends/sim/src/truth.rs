@@ -302,9 +302,16 @@ pub struct Truth {
     pub shim_deaths: Vec<ShimDeath>,
     /// Every signal that reached a process, in time order.
     pub signals: Vec<SignalTruth>,
+    /// Every exec process ever started, in start order.
+    pub execs: Vec<ExecTruth>,
 }
 
 impl Truth {
+    /// Exec processes alive now, or exited and not yet deleted.
+    pub fn execs_left(&self) -> impl Iterator<Item = &ExecTruth> + '_ {
+        self.execs.iter().filter(|e| e.alive() || !e.deleted)
+    }
+
     /// Tasks whose record was deleted while they existed (leaks).
     pub fn orphans(&self) -> impl Iterator<Item = &TaskTruth> + '_ {
         self.tasks.values().filter(|t| t.orphaned)
@@ -325,5 +332,201 @@ impl Truth {
         self.shims
             .iter()
             .filter(|(_, s)| s.state == ShimState::Alive)
+    }
+}
+
+/// The command word that makes an exec process follow an [`ExecPlan`]
+/// ([`ExecPlan::to_cmd`]).
+pub const SIM_EXEC_WORD: &str = "berth-sim-exec";
+
+/// What a simulated exec process does (ExecSync). The harness encodes it in the exec's
+/// command ([`ExecPlan::to_cmd`]), so that it travels with the request; a command that is no
+/// plan exits 0 at once and prints nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExecPlan {
+    /// Exit on its own this long after its start; `None` runs until killed (or until its
+    /// container's init dies).
+    pub exit_after: Option<Duration>,
+    /// The code of that exit.
+    pub code: i32,
+    /// Bytes it writes to stdout (at once; see [`ExecPlan::stdout`]).
+    pub stdout_len: usize,
+    /// Bytes it writes to stderr.
+    pub stderr_len: usize,
+    /// A background child keeps the output pipe open this long after the process exits
+    /// (`Duration::MAX`: forever). A wait returns once the pipe is closed or the drain
+    /// bound ([`crate::SimConfig::exec_drain_bound`]) has passed, whichever comes first.
+    pub linger: Duration,
+    /// A number that tells exec processes of one plan apart (the harness's, to find the
+    /// process of one request in the truth); it changes nothing the process does.
+    pub tag: u64,
+}
+
+impl Default for ExecPlan {
+    fn default() -> Self {
+        ExecPlan::exit(Duration::ZERO, 0)
+    }
+}
+
+impl ExecPlan {
+    /// Exits with `code` `after` its start, printing nothing.
+    pub fn exit(after: Duration, code: i32) -> ExecPlan {
+        ExecPlan {
+            exit_after: Some(after),
+            code,
+            stdout_len: 0,
+            stderr_len: 0,
+            linger: Duration::ZERO,
+            tag: 0,
+        }
+    }
+
+    /// Runs until killed.
+    pub fn forever() -> ExecPlan {
+        ExecPlan {
+            exit_after: None,
+            ..ExecPlan::default()
+        }
+    }
+
+    /// The same plan, writing `stdout` and `stderr` bytes.
+    pub fn printing(self, stdout: usize, stderr: usize) -> ExecPlan {
+        ExecPlan {
+            stdout_len: stdout,
+            stderr_len: stderr,
+            ..self
+        }
+    }
+
+    /// The same plan, with a background child holding the pipe open `linger` after the
+    /// exit.
+    pub fn lingering(self, linger: Duration) -> ExecPlan {
+        ExecPlan { linger, ..self }
+    }
+
+    /// The same plan, tagged `tag` ([`ExecPlan::tag`]).
+    pub fn tagged(self, tag: u64) -> ExecPlan {
+        ExecPlan { tag, ..self }
+    }
+
+    /// How long after its start a wait of it returns, without kills: its exit plus the drain
+    /// of a lingering pipe (at most `drain_bound`); `None` if it runs until killed.
+    pub fn answered_after(&self, drain_bound: Duration) -> Option<Duration> {
+        self.exit_after
+            .map(|after| after.saturating_add(self.linger.min(drain_bound)))
+    }
+
+    /// The command that runs this plan.
+    pub fn to_cmd(&self) -> Vec<String> {
+        let ms = |d: Duration| {
+            if d == Duration::MAX {
+                "forever".to_owned()
+            } else {
+                d.as_millis().to_string()
+            }
+        };
+        vec![
+            SIM_EXEC_WORD.to_owned(),
+            self.exit_after.map_or_else(|| "forever".to_owned(), ms),
+            self.code.to_string(),
+            self.stdout_len.to_string(),
+            self.stderr_len.to_string(),
+            ms(self.linger),
+            self.tag.to_string(),
+        ]
+    }
+
+    /// The plan a command runs ([`ExecPlan::to_cmd`]'s inverse); anything else is the
+    /// default plan (exit 0 at once, silent).
+    pub fn from_cmd(cmd: &[String]) -> ExecPlan {
+        let parse = || -> Option<ExecPlan> {
+            let [word, after, code, out, err, linger, tag] = cmd else {
+                return None;
+            };
+            if word != SIM_EXEC_WORD {
+                return None;
+            }
+            let ms = |s: &str| -> Option<Duration> {
+                if s == "forever" {
+                    Some(Duration::MAX)
+                } else {
+                    s.parse().ok().map(Duration::from_millis)
+                }
+            };
+            let after = ms(after)?;
+            Some(ExecPlan {
+                exit_after: (after != Duration::MAX).then_some(after),
+                code: code.parse().ok()?,
+                stdout_len: out.parse().ok()?,
+                stderr_len: err.parse().ok()?,
+                linger: ms(linger)?,
+                tag: tag.parse().ok()?,
+            })
+        };
+        parse().unwrap_or_default()
+    }
+
+    /// What it writes to stdout: `stdout_len` bytes of `a`..`z` repeated.
+    pub fn stdout(&self) -> Vec<u8> {
+        (0..self.stdout_len)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect()
+    }
+
+    /// What it writes to stderr: `stderr_len` bytes of `A`..`Z` repeated.
+    pub fn stderr(&self) -> Vec<u8> {
+        (0..self.stderr_len)
+            .map(|i| b'A' + (i % 26) as u8)
+            .collect()
+    }
+}
+
+/// How an exec process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecEnd {
+    /// Its plan ran out.
+    Planned,
+    /// A signal (`Tasks.Kill`, or the SIGKILL of a delete or sweep).
+    Signal(i32),
+    /// Its container's init process died (one pid namespace: the kernel kills the rest).
+    TaskDied,
+    /// Its shim died.
+    ShimDied,
+}
+
+/// One exec process, from its start on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTruth {
+    /// Its container.
+    pub container: String,
+    /// Its exec id.
+    pub exec_id: String,
+    /// The task it ran in ([`TaskTruth::task`]).
+    pub task: u64,
+    /// Its pid.
+    pub pid: u32,
+    /// Its plan.
+    pub plan: ExecPlan,
+    /// When it started (unix ns).
+    pub started_at: i64,
+    /// When it exited (unix ns), if it has.
+    pub exited_at: Option<i64>,
+    /// Its exit code, if it has exited.
+    pub code: Option<i32>,
+    /// How it ended.
+    pub end: Option<ExecEnd>,
+    /// Gone from containerd: deleted, or gone with its task or shim.
+    pub deleted: bool,
+}
+
+impl ExecTruth {
+    /// Its process runs now.
+    pub fn alive(&self) -> bool {
+        self.exited_at.is_none()
+    }
+
+    /// It is of berth's ([`berth_core::EXEC_ID_PREFIX`]).
+    pub fn is_berths(&self) -> bool {
+        self.exec_id.starts_with(berth_core::EXEC_ID_PREFIX)
     }
 }

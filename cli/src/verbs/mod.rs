@@ -2,6 +2,7 @@
 //! the verb of a command line.
 
 mod containers;
+mod exec;
 mod logs;
 mod pods;
 mod runtime;
@@ -110,5 +111,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect { ids } => containers::inspect(&ctx, ids).await,
         Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Stats(a) => containers::stats(&ctx, a).await,
+        Command::Exec(a) => exec::exec(&ctx, a).await,
     }
 }

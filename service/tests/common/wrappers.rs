@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use berth_backend::{
-    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExitStatus, ImageRef,
-    Listing, LoadError, Resources, ResourcesOf, SandboxMeta, Status, StoreError, Target,
-    TaskMetrics, TaskState,
+    Backend, BackendError, CheckpointStore, ContainerId, ContainerMeta, ExecId, ExecOutput,
+    ExecSpec, ExitStatus, ImageRef, Listing, LoadError, Resources, ResourcesOf, SandboxMeta,
+    Status, StoreError, Target, TaskMetrics, TaskState,
 };
 use berth_core::ContainerState;
 use tokio::sync::Semaphore;
@@ -207,6 +207,35 @@ impl<B: Backend> Backend for GatedBackend<B> {
 
     async fn reopen_log(&self, id: &ContainerId) -> Result<(), BackendError> {
         self.inner.reopen_log(id).await
+    }
+
+    async fn start_exec(&self, id: &ContainerId, exec: &ExecSpec) -> Result<u32, BackendError> {
+        self.inner.start_exec(id, exec).await
+    }
+
+    async fn wait_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+    ) -> Result<ExecOutput, BackendError> {
+        self.inner.wait_exec(id, exec_id).await
+    }
+
+    async fn kill_exec(
+        &self,
+        id: &ContainerId,
+        exec_id: &ExecId,
+        signal: i32,
+    ) -> Result<(), BackendError> {
+        self.inner.kill_exec(id, exec_id, signal).await
+    }
+
+    async fn delete_exec(&self, id: &ContainerId, exec_id: &ExecId) -> Result<(), BackendError> {
+        self.inner.delete_exec(id, exec_id).await
+    }
+
+    async fn sweep_execs(&self, id: &ContainerId) -> Result<u32, BackendError> {
+        self.inner.sweep_execs(id).await
     }
 
     async fn list(&self) -> Result<Listing, BackendError> {

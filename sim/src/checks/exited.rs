@@ -121,6 +121,7 @@ mod tests {
             exits: Vec::new(),
             shim_deaths: Vec::new(),
             signals: Vec::new(),
+            execs: Vec::new(),
         }
     }
 

@@ -16,8 +16,11 @@
 //! - [`write_order`]: one checkpoint write of a record at a time;
 //! - [`exited`]: an EXITED container keeps no task and nothing waits on it;
 //! - [`sweep`]: recovery's orphan sweep keeps the checkpoint of every container containerd
-//!   knows.
+//!   knows;
+//! - [`execs`]: no exec process outlives its ExecSync's answer, answers follow the plan,
+//!   none is left after the heal.
 
+pub mod execs;
 pub mod exited;
 pub mod exits;
 pub mod first_exit;
