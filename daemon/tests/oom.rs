@@ -18,14 +18,7 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
         &image,
         "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
     );
-    hog.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: 16 << 20,
-            memory_swap_limit_in_bytes: 16 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    limit_memory(&mut hog, 16 << 20);
     let hog = run_container(&mut cri, &pod, hog).await;
     let s = wait_state(&cri, &hog, cri::ContainerState::ContainerExited).await;
     assert_eq!(
@@ -41,16 +34,8 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
     for id in [&hog, &sleeper] {
         remove_container(&mut cri, id).await;
     }
-    cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut cri, &pod).await;
+    remove_pod(&mut cri, &pod).await;
     env.wait_all_gone(true).await;
     env.finish().await;
 }

@@ -41,13 +41,7 @@ async fn stats_of_running_and_created_containers_with_filters() {
         &image,
         "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo ready; sleep 100000",
     );
-    busy.linux = Some(cri::LinuxContainerConfig {
-        resources: Some(cri::LinuxContainerResources {
-            memory_limit_in_bytes: (64 * MIB) as i64,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    limit_memory(&mut busy, (64 * MIB) as i64);
     let running = run_container(&mut cri, &pod, busy).await;
     let created = create_container(&mut cri, &pod, shell("idle", &image, "true")).await;
     let log = env.logs().join("statspod").join("busy.log");
@@ -151,16 +145,8 @@ async fn stats_of_running_and_created_containers_with_filters() {
     stop_container(&mut cri, &running, 0).await;
     remove_container(&mut cri, &running).await;
     remove_container(&mut cri, &created).await;
-    cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    cri.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut cri, &pod).await;
+    remove_pod(&mut cri, &pod).await;
     env.wait_all_gone(true).await;
     env.finish().await;
 }

@@ -354,6 +354,18 @@ pub async fn remove_container(cri: &mut CriClient, id: &str) {
     .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e:?}"));
 }
 
+/// Gives `config` a memory limit of `bytes` (memory and swap: no swapping past it).
+pub fn limit_memory(config: &mut cri::ContainerConfig, bytes: i64) {
+    config.linux = Some(cri::LinuxContainerConfig {
+        resources: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: bytes,
+            memory_swap_limit_in_bytes: bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+}
+
 /// StopPodSandbox, which must succeed.
 pub async fn stop_pod(cri: &mut CriClient, pod: &str) {
     cri.stop_pod_sandbox(cri::StopPodSandboxRequest {
