@@ -302,9 +302,10 @@ impl Machine {
         let Some(target) = self.containers.get(id).map(|c| c.target()) else {
             return;
         };
-        if d.watch {
-            // Its task runs: an exec process a crashed berth started in it may live on
-            // (docs/recovery.md §8).
+        if d.watch || d.observe_later || d.status.state() == ContainerState::Unknown {
+            // Its task runs, or may (it could not be observed): an exec process a crashed
+            // berth started in it may live on (docs/recovery.md §8). A sweep of a container
+            // without a task finds nothing.
             self.sweep_execs(id, 0);
         }
         if d.cleanup {
