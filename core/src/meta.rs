@@ -90,6 +90,8 @@ pub struct ContainerConfig {
     pub stop_signal: String,
     /// Resource limits.
     pub resources: Option<Resources>,
+    /// The root file system is mounted read-only (CRI `security_context.readonly_rootfs`).
+    pub readonly_rootfs: bool,
 }
 
 impl ContainerConfig {

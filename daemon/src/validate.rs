@@ -357,12 +357,6 @@ fn container_security(sc: &cri::LinuxContainerSecurityContext) -> Result<(), Api
             "groups are not supported by berth yet",
         ));
     }
-    if sc.readonly_rootfs {
-        return Err(ApiError::invalid(
-            format!("{f}.readonly_rootfs"),
-            "a read-only root file system is not supported by berth yet",
-        ));
-    }
     Ok(())
 }
 
@@ -486,6 +480,11 @@ pub fn container_config(
         log_path: config.log_path.clone(),
         stop_signal: String::new(),
         resources: resources_out,
+        readonly_rootfs: config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|sc| sc.readonly_rootfs),
     };
     berth_core::validate_container_config(&out).map_err(core_invalid)?;
     Ok((req.pod_sandbox_id.clone(), out))

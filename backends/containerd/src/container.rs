@@ -111,6 +111,7 @@ impl ContainerdBackend {
             namespaces: spec::container_namespaces(&sandbox, pause_pid),
             resources: meta.config.resources.clone(),
             oom_score_adj_floor: self.inner.oom_score_adj_floor,
+            readonly_rootfs: meta.config.readonly_rootfs,
         });
         self.create_record(NewRecord {
             id,
@@ -155,6 +156,7 @@ impl ContainerdBackend {
             namespaces: spec::sandbox_namespaces(&meta.config),
             resources: None,
             oom_score_adj_floor: self.inner.oom_score_adj_floor,
+            readonly_rootfs: false,
         });
         self.create_record(NewRecord {
             id,

@@ -62,6 +62,8 @@ pub struct SpecInput {
     /// Lowest `oom_score_adj` this process may set (its own current value: without
     /// CAP_SYS_RESOURCE the kernel refuses anything lower).
     pub oom_score_adj_floor: i64,
+    /// Mount the root file system read-only (containerd's `WithRootFSReadonly`).
+    pub readonly_rootfs: bool,
 }
 
 /// A container's init process.
@@ -313,7 +315,7 @@ pub fn build(input: &SpecInput) -> Value {
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": process,
-        "root": { "path": "rootfs" },
+        "root": { "path": "rootfs", "readonly": input.readonly_rootfs },
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc",
               "options": ["nosuid", "noexec", "nodev"] },
@@ -492,11 +494,18 @@ mod tests {
                 ..Resources::default()
             }),
             oom_score_adj_floor: 0,
+            readonly_rootfs: false,
         };
         let s = build(&input);
         assert_eq!(s["linux"]["cgroupsPath"], "/berth/c1");
         assert_eq!(s["hostname"], "h");
         assert_eq!(s["root"]["path"], "rootfs");
+        assert_eq!(s["root"]["readonly"], false);
+        let ro = build(&SpecInput {
+            readonly_rootfs: true,
+            ..input.clone()
+        });
+        assert_eq!(ro["root"]["readonly"], true);
         assert_eq!(s["process"]["oomScoreAdj"], 0);
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(s["linux"]["resources"]["cpu"]["shares"], 512);

@@ -34,6 +34,7 @@ pub fn oci_resources(r: &Resources, floor: i64) -> (Value, Value) {
         namespaces: Vec::new(),
         resources: Some(r.clone()),
         oom_score_adj_floor: floor,
+        readonly_rootfs: false,
     });
     (
         built["linux"]["resources"].clone(),
